@@ -1,0 +1,1 @@
+"""sslsv_sb.data."""
