@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Train a self-supervised speaker encoder, then score the trial lists.
+
+One entry point for every method: the yaml names the Brain class (``brain_class``).
+
+Single process (CPU or one GPU)::
+
+    python recipes/VoxCeleb/SSL/train.py recipes/VoxCeleb/SSL/hparams/simclr_ecapa.yaml \
+        --data_folder=/path/to/data
+
+Several GPUs (DDP through SpeechBrain's run options)::
+
+    torchrun --nproc_per_node=4 recipes/VoxCeleb/SSL/train.py hparams/dino_ecapa.yaml \
+        --data_folder=/path/to/data
+
+Without ``--data_folder`` the embedded synthetic corpus is used (generated on first
+use). After training, every trial list named in the yaml is scored (cosine, EER and
+minDCF) for the trained encoder and, for comparison, for the untrained one; results go
+to ``<output_folder>/verification.json``.
+
+Authors: the sslsv-sb developers.
+"""
+
+import logging
+import os
+import sys
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.data_pipeline import GeneratorDynamicItem
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from sslsv_sb.data.lists import read_train_list, resolve
+from sslsv_sb.data.sampling import EpochState, ViewSampler
+from sslsv_sb.errors import SSLSVError
+from sslsv_sb.evaluation.verification import (
+    format_table,
+    score_trial_lists,
+    write_json,
+)
+
+logger = logging.getLogger(__name__)
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_hparams(argv):
+    """Parse the command line and load the yaml (errors name the offending key)."""
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    if not os.path.isfile(hparams_file):
+        alt = os.path.join(HERE, hparams_file)
+        if os.path.isfile(alt):
+            hparams_file = alt
+        else:
+            raise SSLSVError(f"hparams file not found: {hparams_file}")
+    sb.utils.distributed.ddp_init_group(run_opts)
+    try:
+        with open(hparams_file, encoding="utf-8") as fin:
+            hparams = load_hyperpyyaml(fin, overrides)
+    except KeyError as err:
+        raise SSLSVError(
+            f"{hparams_file}: unknown hyper-parameter on the command line: {err}"
+        ) from err
+    return hparams_file, run_opts, overrides, hparams
+
+
+def resolve_data(hparams, overrides):
+    """Fill in the data folder (embedded corpus when none is given) and list paths."""
+    data_folder = hparams.get("data_folder")
+    if not data_folder:
+        from sslsv_sb.data.corpus import ensure_corpus
+
+        preset = hparams.get("corpus_preset", "demo")
+        folder = run_on_main(
+            ensure_corpus, kwargs={"preset": preset, **hparams.get("corpus", {})}
+        )
+        data_folder = str(folder or ensure_corpus(preset=preset,
+                                                  **hparams.get("corpus", {})))
+        overridden = {line.split(":")[0].strip() for line in overrides.splitlines()}
+        for key, value in hparams.get("embedded", {}).items():
+            if key not in overridden:
+                hparams[key] = value
+        logger.info("no data_folder given: using the embedded corpus %s", data_folder)
+    if not os.path.isdir(data_folder):
+        raise SSLSVError(f"data folder not found: {data_folder} (--data_folder)")
+    hparams["data_folder"] = data_folder
+    return data_folder
+
+
+def make_train_set(hparams, data_folder, epoch_state):
+    """``DynamicItemDataset`` whose pipeline reads only the crops of each view."""
+    list_path = resolve(hparams["train_list"], data_folder)
+    df = read_train_list(list_path, data_folder, label_key=hparams.get("label_key"))
+    data = {
+        f"u{i}": {"path": p, "index": i, "line": int(line)}
+        for i, (p, line) in enumerate(zip(df["path"], df["line"]))
+    }
+    dataset = sb.dataio.dataset.DynamicItemDataset(data)
+    sampler = ViewSampler(
+        hparams["view_groups"],
+        seed=hparams["seed"],
+        epoch_state=epoch_state,
+        sample_rate=hparams["sample_rate"],
+    )
+    dataset.add_dynamic_item(
+        GeneratorDynamicItem(
+            func=sampler.generate, takes=["path", "index"], provides=sampler.keys
+        )
+    )
+    dataset.set_output_keys(["id", "index", *sampler.keys])
+    batch = hparams["dataloader_options"]["batch_size"]
+    if len(dataset) < batch and hparams["dataloader_options"].get("drop_last", True):
+        raise SSLSVError(
+            f"{list_path}: {len(dataset)} utterances, fewer than one batch of "
+            f"{batch} (lower --batch_size)"
+        )
+    return dataset, df
+
+
+def main(argv):
+    """Train, then verify. Returns the verification results."""
+    hparams_file, run_opts, overrides, hparams = load_hparams(argv)
+    data_folder = resolve_data(hparams, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    epoch_state = EpochState()
+    train_set, _ = make_train_set(hparams, data_folder, epoch_state)
+    if "augment" in hparams["modules"]:
+        hparams["modules"]["augment"].load(data_folder, seed=hparams["seed"])
+
+    brain_class = hparams["brain_class"]
+    brain = brain_class(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+        epoch_state=epoch_state,
+    )
+    trial_files = [resolve(t, data_folder) for t in hparams.get("trial_lists", [])]
+    out = hparams["output_folder"]
+    eval_kwargs = {
+        "crop_seconds": hparams.get("eval_crop_seconds"),
+        "n_crops": hparams.get("eval_n_crops", 1),
+        "num_workers": hparams.get("eval_num_workers", 0),
+    }
+    untrained_path = os.path.join(out, "verification_untrained.json")
+    if (trial_files and hparams.get("eval_untrained", True) and if_main_process()
+            and not os.path.isfile(untrained_path)
+            and not brain.checkpointer.find_checkpoints()):
+        untrained = score_trial_lists(brain.encode, trial_files, data_folder,
+                                      **eval_kwargs)
+        write_json(untrained_path, untrained)
+
+    brain.fit(
+        brain.hparams.epoch_counter,
+        train_set,
+        train_loader_kwargs=hparams["dataloader_options"],
+        progressbar=not run_opts.get("noprogressbar", False),
+    )
+
+    results = None
+    if trial_files and if_main_process():
+        results = score_trial_lists(brain.encode, trial_files, data_folder,
+                                    **eval_kwargs)
+        payload = {"lists": results, "meta": run_meta(brain, hparams)}
+        if os.path.isfile(untrained_path):
+            import json
+
+            with open(untrained_path, encoding="utf-8") as f:
+                payload["untrained"] = {"lists": json.load(f)}
+        write_json(os.path.join(out, "verification.json"), payload)
+        print(format_table(results, payload.get("untrained", {}).get("lists")))
+        print(f"results written to {os.path.join(out, 'verification.json')}")
+    sb.utils.distributed.ddp_barrier()
+    return results
+
+
+def run_meta(brain, hparams):
+    """Plain-type description of the run for verification.json."""
+    model = brain.inference_modules()[2]
+    return {
+        "method": brain.method_name,
+        "encoder": type(model).__name__,
+        "n_params_encoder": int(sum(p.numel() for p in model.parameters())),
+        "epochs": int(brain.hparams.epoch_counter.current),
+        "data_folder": hparams["data_folder"],
+        "train_list": hparams["train_list"],
+        "torch": torch.__version__,
+    }
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except SSLSVError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,246 @@
+"""``SSLBrain``: the shared SpeechBrain ``Brain`` under every method.
+
+Data flow of one training step (``docs/architecture.md``)::
+
+    batch.views (B, V, L) -> view-major (V*B, L) -> augmentation (per row, on device)
+      -> compute_features (Fbank) -> mean_var_norm (per utterance) -> embedding_model
+      -> method head(s) -> loss
+
+A method subclass implements ``compute_forward`` / ``compute_objectives`` (and, when it
+needs them, ``init_optimizers`` for parameter groups and ``inference_modules`` for a
+teacher at inference). Everything shared lives here: views, features, augmentation,
+embedding extraction, per-epoch logging, checkpointing, non-finite loss handling and a
+CPU-safe DDP wrapper.
+"""
+
+import abc
+import logging
+import math
+import time
+from collections import defaultdict
+
+import speechbrain as sb
+import torch
+from speechbrain.utils.distributed import if_main_process
+
+from sslsv_sb.distributed import rank
+from sslsv_sb.errors import SSLSVError
+
+logger = logging.getLogger(__name__)
+
+
+def unwrap(module):
+    """The module inside a DDP/DP wrapper (or the module itself)."""
+    return module.module if hasattr(module, "module") else module
+
+
+class SSLBrain(sb.Brain, abc.ABC):
+    """Base Brain for self-supervised (and supervised baseline) speaker encoders.
+
+    Expected ``modules`` (yaml): ``compute_features``, ``mean_var_norm``,
+    ``embedding_model``, optionally ``augment`` (a
+    :class:`~sslsv_sb.data.augment.ViewAugment`) and the method's heads and losses.
+
+    Expected ``hparams``: ``epoch_counter``, optionally ``train_logger``,
+    ``lr_annealing`` (``f(epoch) -> (old_lr, new_lr)``), ``skip_nonfinite_steps``
+    (bool, default False: a non-finite loss stops the run), ``keep_checkpoints``.
+    """
+
+    method_name = "ssl"
+
+    def __init__(self, *args, epoch_state=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epoch_state = epoch_state
+        self.last_finite_loss = None
+        self.skipped_steps = 0
+        self._skip_this_step = False
+        self._metric_sums = defaultdict(float)
+        self._metric_count_per = defaultdict(int)
+
+    # ------------------------------------------------------------------ views
+    def get_views(self, batch, key="views"):
+        """``(B, V, L)`` tensor of the views stored under ``key``, on the device."""
+        views = getattr(batch, key).data.to(self.device)
+        if views.dim() != 3:
+            raise ValueError(f"batch.{key} must be (B, V, L), got {tuple(views.shape)}")
+        return views
+
+    def augment(self, wavs, stage):
+        """Per-row augmentation (training only) outside autocast; ``(N, L) -> (N, L)``."""
+        if stage != sb.Stage.TRAIN or "augment" not in self.modules:
+            return wavs
+        with torch.autocast(device_type=self.device_type, enabled=False):
+            return self.modules.augment(wavs.float())
+
+    def embed(self, wavs, lengths=None, modules=None):
+        """Encoder embeddings of waveforms.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``(N, L)`` waveforms.
+        lengths : torch.Tensor or None
+            ``(N,)`` relative lengths in (0, 1] (None: all full).
+        modules : tuple or None
+            ``(compute_features, mean_var_norm, embedding_model)``; default: the
+            student's modules from ``self.modules``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, D)`` embeddings (or ``(N, D, T)`` for frame-level encoders).
+        """
+        feats_fn, norm_fn, model = modules or (
+            self.modules.compute_features,
+            self.modules.mean_var_norm,
+            self.modules.embedding_model,
+        )
+        if lengths is None:
+            lengths = torch.ones(wavs.shape[0], device=wavs.device)
+        with torch.autocast(device_type=self.device_type, enabled=False):
+            feats = feats_fn(wavs.float())
+            feats = norm_fn(feats, lengths)
+        return model(feats, lengths)
+
+    def view_major(self, views):
+        """``(B, V, L) -> (V*B, L)`` with all first views, then all second views..."""
+        b, v, length = views.shape
+        return views.transpose(0, 1).reshape(v * b, length)
+
+    # ------------------------------------------------------------------ method API
+    @abc.abstractmethod
+    def compute_forward(self, batch, stage):
+        """Method forward pass (subclasses)."""
+
+    @abc.abstractmethod
+    def compute_objectives(self, predictions, batch, stage):
+        """Method loss (subclasses); call :meth:`record` for extra metrics."""
+
+    def record(self, **metrics):
+        """Accumulate per-step scalar metrics for the epoch summary."""
+        for key, value in metrics.items():
+            self._metric_sums[key] += float(value)
+            self._metric_count_per[key] += 1
+
+    def inference_modules(self):
+        """Modules used for embeddings at evaluation (DINO overrides: the teacher)."""
+        return (
+            unwrap(self.modules.compute_features),
+            unwrap(self.modules.mean_var_norm),
+            unwrap(self.modules.embedding_model),
+        )
+
+    @torch.no_grad()
+    def encode(self, wavs, lengths=None):
+        """Evaluation embeddings ``(N, D)`` (eval mode, no DDP wrapper, eval precision)."""
+        mods = self.inference_modules()
+        training = [m.training for m in mods]
+        for m in mods:
+            m.eval()
+        try:
+            with self.evaluation_ctx:
+                emb = self.embed(wavs.to(self.device), lengths, modules=mods)
+        finally:
+            for m, t in zip(mods, training):
+                m.train(t)
+        return emb.float()
+
+    # ------------------------------------------------------------------ robustness
+    def check_loss_isfinite(self, loss):
+        """Stop (or, with ``skip_nonfinite_steps``, skip) on a non-finite loss.
+
+        SpeechBrain's default only counts non-finite losses and still back-propagates
+        them, so NaN reaches the weights. Here the step is either refused with a
+        message naming the step, the method and the last finite loss, or skipped.
+        """
+        if torch.isfinite(loss).all():
+            self.last_finite_loss = float(loss.detach())
+            self._skip_this_step = False
+            return
+        msg = (
+            f"non-finite loss ({float(loss.detach())}) at epoch "
+            f"{self.epoch_state.epoch if self.epoch_state else '?'}, step {self.step} "
+            f"(optimizer step {self.optimizer_step}) of method {self.method_name}; "
+            f"last finite loss: {self.last_finite_loss}"
+        )
+        if getattr(self.hparams, "skip_nonfinite_steps", False):
+            self.skipped_steps += 1
+            self._skip_this_step = True
+            logger.warning("%s -- step skipped (%d so far)", msg, self.skipped_steps)
+            return
+        raise SSLSVError(msg + ". Set skip_nonfinite_steps: True to skip such steps.")
+
+    def optimizers_step(self):
+        """Optimizer step, refused after a skipped non-finite loss."""
+        if self._skip_this_step:
+            for opt in self.optimizers_dict.values():
+                opt.zero_grad(set_to_none=True)
+            self._skip_this_step = False
+            return
+        super().optimizers_step()
+
+    def _wrap_distributed(self):
+        """DDP-wrap trainable modules; no SyncBatchNorm conversion on CPU (gloo).
+
+        SpeechBrain converts BatchNorm to SyncBatchNorm unconditionally, which raises on
+        CPU (``speechbrain_integration.md`` §2); on CUDA the default path is kept.
+        """
+        if not self.distributed_launch or self.device_type == "cuda":
+            return super()._wrap_distributed()
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = DDP(
+                    module, find_unused_parameters=self.find_unused_parameters
+                )
+
+    # ------------------------------------------------------------------ stages
+    def on_fit_start(self):
+        """Per-rank RNG so on-device random choices differ across DDP ranks."""
+        super().on_fit_start()
+        seed = int(getattr(self.hparams, "seed", 0))
+        torch.manual_seed(seed + 1000 * rank())
+
+    def on_stage_start(self, stage, epoch=None):
+        """Publish the epoch to the data pipeline; reset epoch metrics."""
+        if self.epoch_state is not None and epoch is not None:
+            self.epoch_state.epoch = int(epoch)
+        self._metric_sums = defaultdict(float)
+        self._metric_count_per = defaultdict(int)
+        self._stage_start = time.time()
+
+    def epoch_metrics(self):
+        """Mean of each recorded metric over the epoch (plain floats)."""
+        return {
+            k: self._metric_sums[k] / max(1, self._metric_count_per[k])
+            for k in self._metric_sums
+        }
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log the epoch, step the LR schedule and checkpoint (TRAIN)."""
+        if stage != sb.Stage.TRAIN:
+            return
+        stats = {"loss": float(stage_loss)}
+        stats.update(self.epoch_metrics())
+        stats["time_s"] = round(time.time() - self._stage_start, 1)
+        if self.skipped_steps:
+            stats["skipped_steps"] = self.skipped_steps
+        lr = self.optimizer.param_groups[0]["lr"] if hasattr(self, "optimizer") else None
+        if hasattr(self.hparams, "lr_annealing") and self.hparams.lr_annealing:
+            _, new_lr = self.hparams.lr_annealing(epoch)
+            sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+        if hasattr(self.hparams, "train_logger") and if_main_process():
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": lr}, train_stats=stats
+            )
+        if not math.isfinite(stats["loss"]):
+            logger.warning("epoch %s average loss is not finite", epoch)
+        if self.checkpointer is not None:
+            # Reset the running counters *before* saving (speechbrain_integration §7.3).
+            self.step = 0
+            self.avg_train_loss = 0.0
+            self.checkpointer.save_and_keep_only(
+                meta={"epoch": int(epoch), "train_loss": float(stage_loss)},
+                num_to_keep=int(getattr(self.hparams, "keep_checkpoints", 1)),
+            )

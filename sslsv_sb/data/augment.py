@@ -1,0 +1,297 @@
+"""Noise and reverberation augmentation of views, batched on the training device.
+
+Why our own module rather than SpeechBrain's ``Augmenter``/``AddNoise``/``AddReverb``:
+those draw the augmentation choice, the noise offset and the room response once per
+*batch* (see ``../shared/docs/speechbrain_integration.md`` §5), while SSL needs every
+view of every sample augmented independently. Here every choice (whether to augment,
+strategy, noise category, file, offset, SNR, babble count, room response, EQ) is drawn
+per row, and the work is a handful of batched tensor ops (gather, FFT convolution) on
+whatever device holds the batch — no per-sample Python loop.
+
+Banks are read once from MUSAN-like folders (``<noise_folder>/{noise,music,speech}``)
+and an RIR folder (``<rir_folder>/**/*.wav``), each capped to ``max_files`` random files
+of at most ``max_seconds`` (MUSAN does not fit in memory; the subset is re-drawn with
+:meth:`ViewAugment.reload` if wanted). Default SNR ranges follow sslsv
+(noise 0-15 dB, speech 13-20 dB with 3-7 babble speakers, music 5-15 dB).
+"""
+
+import glob
+import os
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch import nn
+
+from sslsv_sb.errors import SSLSVError
+
+CATEGORIES = ("noise", "music", "speech")
+STRATEGIES = ("reverb+noise", "reverb", "noise", "reverb|noise", "all")
+
+
+def _load_bank(files, max_seconds, sample_rate):
+    """Pad a list of wavs into ``(n, max_len)`` float tensor + lengths ``(n,)``."""
+    max_len = int(max_seconds * sample_rate)
+    sigs = []
+    for path in files:
+        try:
+            x, sr = sf.read(path, dtype="float32", always_2d=True, frames=max_len)
+        except (RuntimeError, sf.LibsndfileError, OSError) as err:
+            raise SSLSVError(f"{path}: cannot read augmentation audio ({err})") from err
+        if sr != sample_rate:
+            raise SSLSVError(f"{path}: sample rate {sr} Hz, expected {sample_rate} Hz")
+        if x.shape[0] == 0:
+            raise SSLSVError(f"{path}: zero-length augmentation file")
+        sigs.append(x.mean(axis=1))
+    lengths = torch.tensor([len(s) for s in sigs], dtype=torch.long)
+    bank = torch.zeros(len(sigs), int(lengths.max()))
+    for i, s in enumerate(sigs):
+        bank[i, : len(s)] = torch.from_numpy(s)
+    return bank, lengths
+
+
+def _list_wavs(folder):
+    return sorted(glob.glob(os.path.join(folder, "**", "*.wav"), recursive=True))
+
+
+class ViewAugment(nn.Module):
+    """Independent per-row noise + reverberation (+ optional EQ) augmentation.
+
+    Arguments
+    ---------
+    noise_folder : str or None
+        MUSAN-like folder with ``noise/``, ``music/``, ``speech/`` sub-folders (any
+        subset); None disables additive noise.
+    rir_folder : str or None
+        Folder of room impulse responses (searched recursively); None disables reverb.
+    aug_prob : float
+        Probability that a row is augmented at all.
+    strategy : str
+        ``reverb+noise`` (both), ``reverb``, ``noise``, ``reverb|noise`` (one of the
+        two, 50/50) or ``all`` (uniform among none / reverb / noise / both).
+    snr_noise, snr_music, snr_speech : tuple of float
+        SNR ranges in dB per noise category.
+    babble : tuple of int
+        Inclusive range of the number of speech files summed for babble.
+    eq_prob : float
+        Probability of a random microphone-like band-limit and spectral tilt.
+    max_files : int
+        Files loaded per category (random subset, seeded).
+    max_seconds : float
+        Maximum length kept per noise file (RIRs are cut at 1 s).
+    sample_rate : int
+        Sample rate of the banks and of the views.
+    seed : int
+        Seed of the file subset.
+    """
+
+    def __init__(self, noise_folder=None, rir_folder=None, aug_prob=1.0,
+                 strategy="reverb+noise", snr_noise=(0.0, 15.0), snr_music=(5.0, 15.0),
+                 snr_speech=(13.0, 20.0), babble=(3, 7), eq_prob=0.0, max_files=500,
+                 max_seconds=8.0, sample_rate=16000, seed=0):
+        super().__init__()
+        if strategy not in STRATEGIES:
+            raise SSLSVError(f"augmentation strategy {strategy!r} not in {STRATEGIES}")
+        self.aug_prob = float(aug_prob)
+        self.strategy = strategy
+        self.snr = {"noise": snr_noise, "music": snr_music, "speech": snr_speech}
+        self.babble = (int(babble[0]), int(babble[1]))
+        self.eq_prob = float(eq_prob)
+        self.sample_rate = sample_rate
+        self.noise_folder, self.rir_folder = noise_folder, rir_folder
+        self.max_files, self.max_seconds = max_files, max_seconds
+        self.seed = seed
+        self.categories = []
+        self.has_rir = False
+        self.loaded = False
+
+    def load(self, data_folder=None, seed=None):
+        """Load the banks; relative folders are resolved against ``data_folder``.
+
+        Called by the recipe once the data folder is known (the yaml is loaded before
+        the embedded corpus may exist); ``forward`` loads lazily otherwise.
+        """
+        if data_folder:
+            if self.noise_folder and not os.path.isabs(self.noise_folder):
+                self.noise_folder = os.path.join(data_folder, self.noise_folder)
+            if self.rir_folder and not os.path.isabs(self.rir_folder):
+                self.rir_folder = os.path.join(data_folder, self.rir_folder)
+        self.reload(self.seed if seed is None else seed)
+        return self
+
+    def reload(self, seed=0):
+        """(Re)load random subsets of the noise and RIR banks."""
+        rng = np.random.default_rng(seed)
+        self.categories = []
+        device = next(iter(self.buffers()), torch.empty(0)).device
+        if self.noise_folder:
+            if not os.path.isdir(self.noise_folder):
+                raise SSLSVError(f"noise folder not found: {self.noise_folder}")
+            for cat in CATEGORIES:
+                files = _list_wavs(os.path.join(self.noise_folder, cat))
+                if not files:
+                    continue
+                if len(files) > self.max_files:
+                    files = list(rng.choice(files, self.max_files, replace=False))
+                bank, lengths = _load_bank(files, self.max_seconds, self.sample_rate)
+                self.register_buffer(f"bank_{cat}", bank, persistent=False)
+                self.register_buffer(f"len_{cat}", lengths, persistent=False)
+                self.categories.append(cat)
+            if not self.categories:
+                raise SSLSVError(
+                    f"no wav files under {self.noise_folder}/{{noise,music,speech}}"
+                )
+        self.has_rir = False
+        if self.rir_folder:
+            if not os.path.isdir(self.rir_folder):
+                raise SSLSVError(f"RIR folder not found: {self.rir_folder}")
+            files = _list_wavs(self.rir_folder)
+            if not files:
+                raise SSLSVError(f"no wav files under {self.rir_folder}")
+            if len(files) > self.max_files:
+                files = list(rng.choice(files, self.max_files, replace=False))
+            rirs, _ = _load_bank(files, 1.0, self.sample_rate)
+            # Align the direct path to t=0 and normalise to unit energy.
+            peak = rirs.abs().argmax(dim=1)
+            idx = (peak[:, None] + torch.arange(rirs.shape[1])[None]).clamp(
+                max=rirs.shape[1] - 1
+            )
+            rirs = torch.gather(rirs, 1, idx) * (
+                torch.arange(rirs.shape[1])[None] < (rirs.shape[1] - peak[:, None])
+            )
+            rirs = rirs / rirs.norm(dim=1, keepdim=True).clamp_min(1e-8)
+            self.register_buffer("rirs", rirs, persistent=False)
+            self.has_rir = True
+        self.to(device)
+        self.loaded = True
+
+    # ------------------------------------------------------------------ helpers
+    def _crops(self, cat, n_rows, length, gen):
+        """Random wrap-around crops ``(n_rows, length)`` from one category bank."""
+        bank, lens = getattr(self, f"bank_{cat}"), getattr(self, f"len_{cat}")
+        dev = bank.device
+        f = torch.randint(len(lens), (n_rows,), generator=gen, device="cpu").to(dev)
+        start = (torch.rand(n_rows, generator=gen).to(dev) * lens[f]).long()
+        pos = (start[:, None] + torch.arange(length, device=dev)[None]) % lens[f][:, None]
+        return bank[f[:, None], pos]
+
+    @staticmethod
+    def _power(x):
+        return x.pow(2).mean(dim=1) + 1e-8
+
+    def _add_noise(self, x, rows, gen):
+        """Add noise at a random SNR to ``x[rows]`` (rows is a bool mask (B,))."""
+        idx = rows.nonzero().squeeze(1)
+        n, length = idx.numel(), x.shape[1]
+        if n == 0:
+            return x
+        dev = x.device
+        cat_id = torch.randint(len(self.categories), (n,), generator=gen).to(dev)
+        noise = torch.zeros(n, length, device=dev)
+        snr = torch.zeros(n, device=dev)
+        for c, cat in enumerate(self.categories):  # loop over <= 3 categories
+            sel = (cat_id == c).nonzero().squeeze(1)
+            m = sel.numel()
+            if m == 0:
+                continue
+            lo, hi = self.snr[cat]
+            snr[sel] = lo + (hi - lo) * torch.rand(m, generator=gen).to(dev)
+            if cat == "speech":
+                k_max = self.babble[1]
+                k = torch.randint(self.babble[0], k_max + 1, (m,), generator=gen).to(dev)
+                parts = self._crops(cat, m * k_max, length, gen).view(m, k_max, length)
+                keep = torch.arange(k_max, device=dev)[None] < k[:, None]
+                noise[sel] = (parts * keep[..., None]).sum(dim=1)
+            else:
+                noise[sel] = self._crops(cat, m, length, gen)
+        clean = x[idx]
+        scale = torch.sqrt(self._power(clean) / (self._power(noise) * 10 ** (snr / 10)))
+        x = x.clone()
+        x[idx] = clean + scale[:, None] * noise
+        return x
+
+    def _reverb(self, x, rows, gen):
+        """Convolve ``x[rows]`` with random room responses (FFT, same length)."""
+        idx = rows.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return x
+        dev = x.device
+        r = torch.randint(self.rirs.shape[0], (idx.numel(),), generator=gen).to(dev)
+        length = x.shape[1]
+        n_fft = length + self.rirs.shape[1] - 1
+        clean = x[idx]
+        y = torch.fft.irfft(
+            torch.fft.rfft(clean, n=n_fft) * torch.fft.rfft(self.rirs[r], n=n_fft),
+            n=n_fft,
+        )[:, :length]
+        # Keep the level of the dry signal (the RIR has unit energy, not unit gain).
+        y = y * torch.sqrt(self._power(clean) / self._power(y))[:, None]
+        x = x.clone()
+        x[idx] = y
+        return x
+
+    def _eq(self, x, rows, gen):
+        """Random band-limit (low 50-400 Hz, high 3-7.8 kHz) and spectral tilt."""
+        idx = rows.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return x
+        dev, n = x.device, idx.numel()
+        spec = torch.fft.rfft(x[idx])
+        freqs = torch.fft.rfftfreq(x.shape[1], 1 / self.sample_rate).to(dev)[None]
+        u = torch.rand(n, 3, generator=gen).to(dev)
+        lo = 50 + 350 * u[:, :1]
+        hi = 3000 + 4800 * u[:, 1:2]
+        tilt = (u[:, 2:3] - 0.5) * 6.0  # dB per octave
+        gain = torch.sigmoid((freqs - lo) / (0.1 * lo)) * torch.sigmoid(
+            (hi - freqs) / (0.05 * hi)
+        )
+        octaves = torch.log2(freqs.clamp_min(1.0) / 1000.0)
+        gain = gain * 10 ** (tilt * octaves / 20)
+        y = torch.fft.irfft(spec * gain, n=x.shape[1])
+        y = y * torch.sqrt(self._power(x[idx]) / self._power(y))[:, None]
+        x = x.clone()
+        x[idx] = y
+        return x
+
+    # ------------------------------------------------------------------ forward
+    @torch.no_grad()
+    def forward(self, wavs, generator=None):
+        """Augment each row independently.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``(B, L)`` views (all the same length).
+        generator : torch.Generator or None
+            CPU generator for the random choices (default: global RNG).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, L)`` float32 augmented views.
+        """
+        if not self.loaded:
+            self.load().to(wavs.device)
+        x = wavs.float()
+        b, dev = x.shape[0], x.device
+        u = torch.rand(b, 3, generator=generator).to(dev)
+        on = u[:, 0] < self.aug_prob
+        if self.strategy == "reverb+noise":
+            rev, noi = on, on
+        elif self.strategy == "reverb":
+            rev, noi = on, torch.zeros_like(on)
+        elif self.strategy == "noise":
+            rev, noi = torch.zeros_like(on), on
+        elif self.strategy == "reverb|noise":
+            rev, noi = on & (u[:, 1] < 0.5), on & (u[:, 1] >= 0.5)
+        else:  # "all": none / reverb / noise / both uniformly
+            choice = (u[:, 1] * 4).long()
+            rev = on & ((choice == 1) | (choice == 3))
+            noi = on & ((choice == 2) | (choice == 3))
+        if self.eq_prob > 0:
+            x = self._eq(x, on & (u[:, 2] < self.eq_prob), generator)
+        if self.has_rir:
+            x = self._reverb(x, rev, generator)
+        if self.categories:
+            x = self._add_noise(x, noi, generator)
+        return x
