@@ -28,6 +28,7 @@ import sys
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
+from ruamel.yaml import YAMLError
 from speechbrain.utils.data_pipeline import GeneratorDynamicItem
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
@@ -61,6 +62,9 @@ def load_hparams(argv):
         raise SSLSVError(
             f"{hparams_file}: unknown hyper-parameter on the command line: {err}"
         ) from err
+    except YAMLError as err:
+        msg = " ".join(str(err).split())
+        raise SSLSVError(f"{hparams_file}: invalid yaml or override: {msg}") from err
     return hparams_file, run_opts, overrides, hparams
 
 

@@ -1,0 +1,42 @@
+# sslsv-sb: two commands for a fresh machine.
+#   make demo   -> venv + install + embedded corpus + SSL training + verification (EER)
+#   make test   -> venv + install (with test extras) + pytest
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# A known-good torch/torchaudio pair (CUDA build that also runs on CPU). An existing
+# torch install in the venv is kept; GPU users may set e.g. TORCH_PACKAGES="torch torchaudio".
+TORCH_PACKAGES ?= torch==2.14.1 torchaudio==2.11.0
+PYTEST_ARGS ?=
+# Demo budget on 2 CPU cores: ECAPA C=256, 1 s crops, batch 64, bf16 autocast.
+DEMO_ARGS ?= --output_folder=results/demo/simclr_ecapa \
+	--channels=[256,256,256,256,768] --emb_dim=192 --batch_size=64 \
+	--frame_length=16000 --temperature=0.07 --eq_prob=0.5 \
+	--number_of_epochs=11 --num_workers=2 --precision=bf16
+
+.PHONY: install demo test lint clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "import torch, torchaudio" 2>/dev/null || \
+		$(PY) -m pip install -q $(TORCH_PACKAGES) 2>&1 | grep -v "is ignored" || true
+	@$(PY) -c "import torch, torchaudio" || (echo "torch/torchaudio install failed" && exit 1)
+	@$(PY) -m pip install -q -e ".[test]" 2>&1 | grep -v "is ignored" || true
+	@$(PY) -c "import sslsv_sb, speechbrain, pytest" || (echo "install failed" && exit 1)
+	@touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) recipes/VoxCeleb/SSL/train.py recipes/VoxCeleb/SSL/hparams/simclr_ecapa.yaml \
+		$(DEMO_ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check sslsv_sb recipes tools tests
+
+clean:
+	rm -rf results .pytest_cache

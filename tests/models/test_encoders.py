@@ -1,0 +1,187 @@
+"""Tests for the TDNN, ResNet34, SimpleAudioCNN and SincNet encoders.
+
+Inputs are short (1 s of audio / 101 frames, batch 2) to stay fast on a shared CPU.
+"""
+
+import pytest
+import torch
+
+from sslsv_sb.models.resnet34 import ResNet34
+from sslsv_sb.models.simple_audio_cnn import SimpleAudioCNN
+from sslsv_sb.models.sincnet import SincEncoder, SincNetFrontEnd
+from sslsv_sb.models.tdnn import (
+    TDNN,
+    MaskedStatisticsPooling,
+    abs_lengths,
+    conv_out_lengths,
+    length_mask,
+)
+
+torch.set_num_threads(1)
+
+N_FRAMES = 101  # 1 s of 10 ms frames
+N_SAMPLES = 16000  # 1 s at 16 kHz
+
+# name -> (constructor, input shape without batch, expected output shape w/o batch)
+CASES = {
+    "tdnn": (lambda: TDNN(input_size=40), (N_FRAMES, 40), (512,)),
+    "tdnn_frames": (
+        lambda: TDNN(input_size=40, pooling=False),
+        (N_FRAMES, 40),
+        (1500, N_FRAMES - 14),
+    ),
+    "resnet_sap": (lambda: ResNet34(input_size=40), (N_FRAMES, 40), (512,)),
+    "resnet_stats": (
+        lambda: ResNet34(input_size=80, pooling="stats"),
+        (N_FRAMES, 80),
+        (512,),
+    ),
+    "resnet_frames": (
+        lambda: ResNet34(input_size=40, pooling=None),
+        (N_FRAMES, 40),
+        (512, 26),
+    ),
+    "sacnn_frames": (lambda: SimpleAudioCNN(), (N_SAMPLES,), (512, 100)),
+    "sacnn_pooled": (lambda: SimpleAudioCNN(frame_level=False), (N_SAMPLES,), (512,)),
+    "sinc": (lambda: SincEncoder(), (N_SAMPLES,), (512,)),
+    "sinc_frames": (lambda: SincEncoder(frame_level=True), (N_SAMPLES,), (512, 581)),
+}
+
+# Trainable parameters of the default configs. sslsv's published counts
+# (docs/encoders.md): TDNN 4,516,244, ResNet34 SAP 40-mel 1,437,078, ResNet34
+# frame-level 1,682,582, SimpleAudioCNN 5,253,120 -- all matched exactly.
+PARAMS = {
+    "tdnn": 4_516_244,
+    "tdnn_frames": 2_716_052,
+    "resnet_sap": 1_437_078,
+    "resnet_stats": 2_665_622,
+    "resnet_frames": 1_682_582,
+    "sacnn_frames": 5_253_120,
+    "sacnn_pooled": 5_253_120,
+    "sinc": 265_792,
+    "sinc_frames": 200_256,
+}
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    return {name: ctor() for name, (ctor, _, _) in CASES.items()}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_shape_out_dim_and_params(models, name):
+    model = models[name].eval()
+    _, in_shape, out_shape = CASES[name]
+    with torch.no_grad():
+        y = model(torch.randn(2, *in_shape))
+    assert y.shape == (2, *out_shape)
+    assert model.out_dim == out_shape[0]
+    assert n_params(model) == PARAMS[name]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_length_aware(models, name):
+    """Zero-padding + relative length == the unpadded input (eval mode)."""
+    model = models[name].eval()
+    _, in_shape, _ = CASES[name]
+    torch.manual_seed(1)
+    short_len = in_shape[0] * 3 // 4
+    short = torch.randn(1, short_len, *in_shape[1:])
+    padded = torch.zeros(2, *in_shape)
+    padded[0, :short_len] = short[0]
+    padded[1] = torch.randn(*in_shape)
+    lengths = torch.tensor([short_len / in_shape[0], 1.0])
+    with torch.no_grad():
+        ref = model(short)
+        out = model(padded, lengths)[:1]
+    if ref.dim() == 3:  # frame-level: valid frames equal, padded frames zeroed
+        assert torch.all(out[..., ref.shape[-1] :] == 0)
+        out = out[..., : ref.shape[-1]]
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["tdnn", "resnet_sap", "sacnn_frames", "sinc"])
+def test_lengths_none_equals_full_lengths(models, name):
+    model = models[name].eval()
+    _, in_shape, _ = CASES[name]
+    x = torch.randn(2, *in_shape)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x, torch.ones(2)))
+
+
+@pytest.mark.parametrize("name", ["tdnn", "resnet_stats", "sacnn_pooled", "sinc"])
+def test_gradient_flows(models, name):
+    model = models[name].train()
+    _, in_shape, _ = CASES[name]
+    model.zero_grad()
+    y = model(torch.randn(2, *in_shape), torch.tensor([0.8, 1.0]))
+    y.pow(2).mean().backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert all(p.grad is not None for p in params)
+    assert all(torch.isfinite(p.grad).all() for p in params)
+    # The first layer receives gradient.
+    first = next(iter(model.parameters()))
+    assert first.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bf16_autocast(models, name):
+    model = models[name].eval()
+    _, in_shape, out_shape = CASES[name]
+    x = torch.randn(2, *in_shape)
+    with torch.no_grad():
+        ref = model(x).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = model(x, torch.tensor([0.9, 1.0]))
+    assert y.shape == (2, *out_shape)
+    assert torch.isfinite(y.float()).all()
+    # bf16 keeps about 3 significant digits: the full-length item stays close.
+    cos = torch.nn.functional.cosine_similarity(
+        y[1].float().flatten(), ref[1].flatten(), dim=0
+    )
+    assert cos > 0.98
+
+
+def test_simple_audio_cnn_accepts_3d_input(models):
+    model = models["sacnn_frames"].eval()
+    x = torch.randn(2, 3200)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x.unsqueeze(-1)), model(x))
+    with pytest.raises(ValueError):
+        model(torch.randn(2, 3200, 2))
+
+
+def test_resnet34_variants():
+    wide = ResNet34(input_size=40, base_channels=32)
+    assert n_params(wide) == 5_602_988
+    assert ResNet34(pooling="none").pooling is None
+    with pytest.raises(ValueError):
+        ResNet34(pooling="max")
+
+
+def test_tdnn_too_short_raises(models):
+    with pytest.raises(ValueError):
+        models["tdnn"](torch.randn(2, 14, 40))
+
+
+def test_sinc_frontend_lengths():
+    fe = SincNetFrontEnd()
+    n = torch.tensor([16000, 8000])
+    assert fe.out_lengths(n).tolist() == [581, 285]
+    assert fe(torch.randn(1, 8000)).shape == (1, 128, 285)
+
+
+def test_length_helpers():
+    n = abs_lengths(torch.tensor([0.5, 1.0]), 10)
+    assert n.tolist() == [5, 10]
+    assert conv_out_lengths(torch.tensor([16000]), 10, 5, 3).tolist() == [3200]
+    assert length_mask(torch.tensor([2]), 4).tolist() == [[True, True, False, False]]
+    pool = MaskedStatisticsPooling()
+    x = torch.tensor([[[1.0, 3.0, 100.0]]])
+    out = pool(x, torch.tensor([2]))
+    torch.testing.assert_close(out, torch.tensor([[2.0, 1.0]]))
