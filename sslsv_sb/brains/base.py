@@ -195,6 +195,45 @@ class SSLBrain(sb.Brain, abc.ABC):
                     module, find_unused_parameters=self.find_unused_parameters
                 )
 
+    # ------------------------------------------------------------------ optimisation
+    def param_groups(self):
+        """Trainable parameters, as optimiser parameter groups.
+
+        Frozen parameters (EMA teachers, frozen encoders) are excluded. With
+        ``no_weight_decay_bias_norm: True`` in the yaml, biases and normalisation
+        parameters (``ndim <= 1``) get ``weight_decay = 0`` (DINO, arXiv 2104.14294).
+        Subclasses extend this for per-module learning rates.
+        """
+        params = [p for p in self.modules.parameters() if p.requires_grad]
+        if not getattr(self.hparams, "no_weight_decay_bias_norm", False):
+            return [{"params": params}]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def init_optimizers(self):
+        """One optimiser over :meth:`param_groups` (trainable parameters only)."""
+        if self.opt_class is None:
+            return
+        self.optimizer = self.opt_class(self.param_groups())
+        self.optimizers_dict = {"opt_class": self.optimizer}
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("optimizer", self.optimizer)
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **kwargs):
+        """Record the number of training batches per epoch (for step schedules)."""
+        loader = super().make_dataloader(dataset, stage, ckpt_prefix, **kwargs)
+        if stage == sb.Stage.TRAIN:
+            self.steps_per_epoch = len(loader)
+        return loader
+
+    def total_optimizer_steps(self):
+        """Optimiser steps of the whole run (for cosine schedules)."""
+        per_epoch = getattr(self, "steps_per_epoch", 0) // max(
+            1, self.grad_accumulation_factor
+        )
+        return per_epoch * int(self.hparams.epoch_counter.limit)
+
     # ------------------------------------------------------------------ stages
     def on_fit_start(self):
         """Per-rank RNG so on-device random choices differ across DDP ranks."""
