@@ -66,7 +66,7 @@ class SSLBrain(sb.Brain, abc.ABC):
         return views
 
     def augment(self, wavs, stage):
-        """Per-row augmentation (training only) outside autocast; ``(N, L) -> (N, L)``."""
+        """Per-row augmentation (training only), outside autocast: (N, L) -> (N, L)."""
         if stage != sb.Stage.TRAIN or "augment" not in self.modules:
             return wavs
         with torch.autocast(device_type=self.device_type, enabled=False):
@@ -132,7 +132,7 @@ class SSLBrain(sb.Brain, abc.ABC):
 
     @torch.no_grad()
     def encode(self, wavs, lengths=None):
-        """Evaluation embeddings ``(N, D)`` (eval mode, no DDP wrapper, eval precision)."""
+        """Evaluation embeddings (N, D): eval mode, no DDP wrapper, eval precision."""
         mods = self.inference_modules()
         training = [m.training for m in mods]
         for m in mods:
@@ -265,7 +265,9 @@ class SSLBrain(sb.Brain, abc.ABC):
         stats["time_s"] = round(time.time() - self._stage_start, 1)
         if self.skipped_steps:
             stats["skipped_steps"] = self.skipped_steps
-        lr = self.optimizer.param_groups[0]["lr"] if hasattr(self, "optimizer") else None
+        lr = (
+            self.optimizer.param_groups[0]["lr"] if hasattr(self, "optimizer") else None
+        )
         if hasattr(self.hparams, "lr_annealing") and self.hparams.lr_annealing:
             _, new_lr = self.hparams.lr_annealing(epoch)
             sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)

@@ -85,10 +85,22 @@ class ViewAugment(nn.Module):
         Seed of the file subset.
     """
 
-    def __init__(self, noise_folder=None, rir_folder=None, aug_prob=1.0,
-                 strategy="reverb+noise", snr_noise=(0.0, 15.0), snr_music=(5.0, 15.0),
-                 snr_speech=(13.0, 20.0), babble=(3, 7), eq_prob=0.0, max_files=500,
-                 max_seconds=8.0, sample_rate=16000, seed=0):
+    def __init__(
+        self,
+        noise_folder=None,
+        rir_folder=None,
+        aug_prob=1.0,
+        strategy="reverb+noise",
+        snr_noise=(0.0, 15.0),
+        snr_music=(5.0, 15.0),
+        snr_speech=(13.0, 20.0),
+        babble=(3, 7),
+        eq_prob=0.0,
+        max_files=500,
+        max_seconds=8.0,
+        sample_rate=16000,
+        seed=0,
+    ):
         super().__init__()
         if strategy not in STRATEGIES:
             raise SSLSVError(f"augmentation strategy {strategy!r} not in {STRATEGIES}")
@@ -172,7 +184,9 @@ class ViewAugment(nn.Module):
         dev = bank.device
         f = torch.randint(len(lens), (n_rows,), generator=gen, device="cpu").to(dev)
         start = (torch.rand(n_rows, generator=gen).to(dev) * lens[f]).long()
-        pos = (start[:, None] + torch.arange(length, device=dev)[None]) % lens[f][:, None]
+        pos = (start[:, None] + torch.arange(length, device=dev)[None]) % lens[f][
+            :, None
+        ]
         return bank[f[:, None], pos]
 
     @staticmethod
@@ -198,7 +212,9 @@ class ViewAugment(nn.Module):
             snr[sel] = lo + (hi - lo) * torch.rand(m, generator=gen).to(dev)
             if cat == "speech":
                 k_max = self.babble[1]
-                k = torch.randint(self.babble[0], k_max + 1, (m,), generator=gen).to(dev)
+                k = torch.randint(self.babble[0], k_max + 1, (m,), generator=gen).to(
+                    dev
+                )
                 parts = self._crops(cat, m * k_max, length, gen).view(m, k_max, length)
                 keep = torch.arange(k_max, device=dev)[None] < k[:, None]
                 noise[sel] = (parts * keep[..., None]).sum(dim=1)

@@ -24,8 +24,9 @@ def resolve(path, data_folder):
     return path if os.path.isabs(path) else os.path.join(data_folder, path)
 
 
-def read_train_list(path, data_folder, label_key="Speaker", set_name="train",
-                    check_files=True):
+def read_train_list(
+    path, data_folder, label_key="Speaker", set_name="train", check_files=True
+):
     """Read and validate a train list.
 
     Arguments

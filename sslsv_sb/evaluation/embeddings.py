@@ -67,8 +67,9 @@ class _BatchReader(Dataset):
         if self.crop:
             x = np.stack(
                 [
-                    read_evenly_spaced_crops(self.paths[j], self.crop, self.n_crops,
-                                             self.sample_rate)
+                    read_evenly_spaced_crops(
+                        self.paths[j], self.crop, self.n_crops, self.sample_rate
+                    )
                     for j in idx
                 ]
             )  # (b, n_crops, crop)
@@ -83,9 +84,18 @@ class _BatchReader(Dataset):
         return idx, wavs, lens
 
 
-def extract_embeddings(encode, paths, crop_seconds=None, n_crops=1,
-                       max_batch_seconds=400.0, max_batch=64, num_workers=0,
-                       sample_rate=16000, progress=False, normalize=True):
+def extract_embeddings(
+    encode,
+    paths,
+    crop_seconds=None,
+    n_crops=1,
+    max_batch_seconds=400.0,
+    max_batch=64,
+    num_workers=0,
+    sample_rate=16000,
+    progress=False,
+    normalize=True,
+):
     """Embed a list of files.
 
     Arguments

@@ -42,8 +42,15 @@ def cosine_trial_scores(emb, index, trials):
     return np.einsum("ij,ij->i", emb[e], emb[t])
 
 
-def score_trial_lists(encode, trial_files, data_folder, crop_seconds=None, n_crops=1,
-                      num_workers=0, progress=False):
+def score_trial_lists(
+    encode,
+    trial_files,
+    data_folder,
+    crop_seconds=None,
+    n_crops=1,
+    num_workers=0,
+    progress=False,
+):
     """Embed every file of the trial lists once and score each list (cosine).
 
     Returns
@@ -79,7 +86,9 @@ def write_json(path, payload):
 
 def format_table(results, untrained=None):
     """Plain-text table of EER / minDCF per list (and the untrained baseline)."""
-    rows = ["list                 backend  system      EER(%)  minDCF(0.01)  minDCF(0.05)"]
+    rows = [
+        "list                 backend  system      EER(%)  minDCF(0.01)  minDCF(0.05)"
+    ]
     for name, backends in results.items():
         for backend, m in backends.items():
             systems = [("trained", m)]

@@ -20,7 +20,8 @@ class ProjectionHead(nn.Module):
 
     Example
     -------
-    >>> head = ProjectionHead([(8, 16, nn.BatchNorm1d(16), nn.ReLU()), (16, 4, None, None)])
+    >>> blocks = [(8, 16, nn.BatchNorm1d(16), nn.ReLU()), (16, 4, None, None)]
+    >>> head = ProjectionHead(blocks)
     >>> head(torch.randn(5, 8)).shape
     torch.Size([5, 4])
     """
@@ -49,7 +50,12 @@ def mlp_blocks(in_dim, hidden_dims, out_dim, last_bn=False, act=nn.ReLU):
     dims = [in_dim, *hidden_dims]
     blocks = [(a, b, nn.BatchNorm1d(b), act()) for a, b in zip(dims[:-1], dims[1:])]
     blocks.append(
-        (dims[-1], out_dim, nn.BatchNorm1d(out_dim, affine=False) if last_bn else None, None)
+        (
+            dims[-1],
+            out_dim,
+            nn.BatchNorm1d(out_dim, affine=False) if last_bn else None,
+            None,
+        )
     )
     return blocks
 
@@ -75,3 +81,463 @@ class Identity(nn.Module):
     def forward(self, x):
         """Return ``x`` unchanged."""
         return x
+
+
+# --------------------------------------------------------------------------------------
+# Non-contrastive / clustering heads. Dimensions default to sslsv's configs; the paper's
+# values are quoted in each docstring.
+# --------------------------------------------------------------------------------------
+
+
+def _linear_bn_relu_blocks(in_dim, hidden_dims, bias=True):
+    """``Linear-BN-ReLU`` blocks (helper for heads whose last layer is special)."""
+    dims = [in_dim, *hidden_dims]
+    return [
+        (a, b, nn.BatchNorm1d(b), nn.ReLU(), bias) for a, b in zip(dims[:-1], dims[1:])
+    ]
+
+
+class BYOLProjectionHead(ProjectionHead):
+    """BYOL projector (arXiv 2006.07733, sec. 3.3).
+
+    Paper: "a multi-layer perceptron (MLP) with a linear layer with output size 4096
+    followed by batch normalization, rectified linear units (ReLU), and a final linear
+    layer with output dimension 256" (``n_hidden=1``). sslsv uses 3 layers
+    (``n_hidden=2``, 4096-4096-256), the default here.
+
+    Example
+    -------
+    >>> BYOLProjectionHead(8, 16, 4)(torch.randn(3, 8)).shape
+    torch.Size([3, 4])
+    """
+
+    def __init__(self, in_dim, hidden_dim=4096, out_dim=256, n_hidden=2):
+        super().__init__(mlp_blocks(in_dim, [hidden_dim] * n_hidden, out_dim))
+
+
+class BYOLPredictionHead(ProjectionHead):
+    """BYOL predictor (arXiv 2006.07733): same MLP shape as the paper's projector,
+    ``Linear(D, 4096)-BN-ReLU-Linear(4096, D)`` (sslsv: identical, D=256).
+
+    Example
+    -------
+    >>> BYOLPredictionHead(4, 16)(torch.randn(3, 4)).shape
+    torch.Size([3, 4])
+    """
+
+    def __init__(self, dim=256, hidden_dim=4096):
+        super().__init__(mlp_blocks(dim, [hidden_dim], dim))
+
+
+class SimSiamProjectionHead(ProjectionHead):
+    """SimSiam projector (arXiv 2011.10566, sec. 4 "Baseline settings").
+
+    Paper: "The projection MLP has BN applied to each fully-connected (fc) layer,
+    including its output fc. Its output fc has no ReLU. The hidden fc is 2048-d. This
+    MLP has 3 layers." Here: ``(Linear-BN-ReLU) x n_hidden`` then ``Linear-BN`` with
+    ``affine=False`` on the last BN (as sslsv). Linear layers followed by BN have no
+    bias (a bias before BN is a no-op; sslsv freezes it with a hack instead).
+
+    Example
+    -------
+    >>> SimSiamProjectionHead(8, 16, 6)(torch.randn(3, 8)).shape
+    torch.Size([3, 6])
+    """
+
+    def __init__(self, in_dim, hidden_dim=2048, out_dim=2048, n_hidden=2):
+        blocks = _linear_bn_relu_blocks(in_dim, [hidden_dim] * n_hidden, bias=False)
+        last_in = hidden_dim if n_hidden > 0 else in_dim
+        blocks.append(
+            (last_in, out_dim, nn.BatchNorm1d(out_dim, affine=False), None, False)
+        )
+        super().__init__(blocks)
+
+
+class SimSiamPredictionHead(ProjectionHead):
+    """SimSiam predictor (arXiv 2011.10566): "The prediction MLP has BN applied to its
+    hidden fc layers. Its output fc does not have BN or ReLU. This MLP has 2 layers.
+    The dimension of h's input and output is 2048, and h's hidden layer's dimension is
+    512" (bottleneck). ``Linear(D, 512, no bias)-BN-ReLU-Linear(512, D)``.
+
+    Example
+    -------
+    >>> SimSiamPredictionHead(6, 4)(torch.randn(3, 6)).shape
+    torch.Size([3, 6])
+    """
+
+    def __init__(self, dim=2048, hidden_dim=512):
+        blocks = _linear_bn_relu_blocks(dim, [hidden_dim], bias=False)
+        blocks.append((hidden_dim, dim, None, None, True))
+        super().__init__(blocks)
+
+
+class BarlowTwinsProjectionHead(ProjectionHead):
+    """Barlow Twins projector (arXiv 2103.03230, sec. 3): "three linear layers, each
+    with 8192 output units. The first two layers of the projector are followed by a
+    batch normalization layer and rectified linear units." (sslsv: the same,
+    8192-8192-8192.)
+
+    Example
+    -------
+    >>> BarlowTwinsProjectionHead(8, 16, 6)(torch.randn(3, 8)).shape
+    torch.Size([3, 6])
+    """
+
+    def __init__(self, in_dim, hidden_dim=8192, out_dim=8192, n_hidden=2):
+        super().__init__(mlp_blocks(in_dim, [hidden_dim] * n_hidden, out_dim))
+
+
+class VICRegProjectionHead(ProjectionHead):
+    """VICReg expander (arXiv 2105.04906, sec. 4.2): "composed of two fully-connected
+    layers with batch normalization (BN) and ReLU, and a third linear layer",
+    8192-8192-8192 (sslsv: same).
+
+    Example
+    -------
+    >>> VICRegProjectionHead(8, 16, 6)(torch.randn(3, 8)).shape
+    torch.Size([3, 6])
+    """
+
+    def __init__(self, in_dim, hidden_dim=8192, out_dim=8192, n_hidden=2):
+        super().__init__(mlp_blocks(in_dim, [hidden_dim] * n_hidden, out_dim))
+
+
+class WMSEProjectionHead(ProjectionHead):
+    """W-MSE projection head (arXiv 2007.06346, sec. 5): "an MLP with one hidden layer
+    (1024 units, BN, ReLU)" and a 64-d (CIFAR) / 128-d output; sslsv: 1024 -> 64.
+
+    Example
+    -------
+    >>> WMSEProjectionHead(8, 16, 4)(torch.randn(3, 8)).shape
+    torch.Size([3, 4])
+    """
+
+    def __init__(self, in_dim, hidden_dim=1024, out_dim=64):
+        super().__init__(mlp_blocks(in_dim, [hidden_dim], out_dim))
+
+
+class SwAVProjectionHead(ProjectionHead):
+    """SwAV / DeepCluster v2 projection head (arXiv 2006.09882): ``Linear-BN-ReLU`` then
+    ``Linear`` to 128 (paper: hidden 2048, output 128; sslsv: 3 layers, 2048-2048-128,
+    ``n_hidden=2``). The losses L2-normalise the output.
+
+    Example
+    -------
+    >>> SwAVProjectionHead(8, 16, 4)(torch.randn(3, 8)).shape
+    torch.Size([3, 4])
+    """
+
+    def __init__(self, in_dim, hidden_dim=2048, out_dim=128, n_hidden=2):
+        super().__init__(mlp_blocks(in_dim, [hidden_dim] * n_hidden, out_dim))
+
+
+DeepClusterProjectionHead = SwAVProjectionHead
+
+
+class IterNorm(nn.Module):
+    """Group-wise whitening by Newton-Schulz iterations (Iterative Normalization,
+    Huang et al., arXiv 1904.03441; used by VIbCReg, arXiv 2109.00783).
+
+    The ``D`` features are split into ``num_groups`` groups of ``C = D / num_groups``
+    consecutive features. For each group, with the centred batch ``X (C, N)``:
+    ``S = X X^T / N + eps I``, ``S_N = S / tr(S)``, ``P_0 = I``,
+    ``P_{k+1} = (3 P_k - P_k^3 S_N) / 2`` for ``T`` iterations, whitening matrix
+    ``W = P_T / sqrt(tr(S))`` and output ``W X`` (an approximation of ``S^{-1/2} X``
+    that improves with ``T``; being the uncoupled Newton iteration it is not stable
+    in fp32 for very large ``T`` (diverges around T=30 here), so keep T ~ 5-10 as in
+    the paper). Running mean / whitening matrix (momentum) are used in
+    eval mode. Optional per-feature affine transform.
+
+    Arguments
+    ---------
+    num_features : int
+        ``D``; must be a multiple of ``num_groups``.
+    num_groups : int
+        Number of groups (sslsv / VIbCReg: 64).
+    T : int
+        Newton-Schulz iterations (5).
+    eps : float
+        Diagonal loading of the covariance.
+    momentum : float
+        Running-statistics momentum.
+    affine : bool
+        Learn a per-feature scale (init 1) and shift (init 0).
+
+    Example
+    -------
+    >>> IterNorm(8, num_groups=2)(torch.randn(16, 8)).shape
+    torch.Size([16, 8])
+    """
+
+    def __init__(
+        self, num_features, num_groups=64, T=5, eps=1e-5, momentum=0.1, affine=True
+    ):
+        super().__init__()
+        if num_groups < 1 or num_features % num_groups != 0:
+            raise ValueError(
+                f"IterNorm: num_features={num_features} must be a multiple of "
+                f"num_groups={num_groups}"
+            )
+        self.num_features = num_features
+        self.num_groups = num_groups
+        self.T = T
+        self.eps = eps
+        self.momentum = momentum
+        c = num_features // num_groups
+        self.register_buffer("running_mean", torch.zeros(num_groups, c, 1))
+        self.register_buffer(
+            "running_wm", torch.eye(c).expand(num_groups, c, c).clone()
+        )
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features))
+            self.bias = nn.Parameter(torch.zeros(num_features))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def forward(self, x):
+        """``(N, D) -> (N, D)`` whitened within each group of features."""
+        if x.dim() != 2 or x.shape[1] != self.num_features:
+            raise ValueError(
+                f"IterNorm expects (N, {self.num_features}), got {tuple(x.shape)}"
+            )
+        n = x.shape[0]
+        g = self.num_groups
+        c = self.num_features // g
+        xg = x.T.reshape(g, c, n)  # (G, C, N)
+        if self.training:
+            if n < 2:
+                raise ValueError("IterNorm needs a batch of at least 2 in training")
+            mean = xg.mean(dim=-1, keepdim=True)  # (G, C, 1)
+            xc = xg - mean
+            eye = torch.eye(c, device=x.device, dtype=x.dtype).expand(g, c, c)
+            sigma = torch.baddbmm(
+                eye, xc, xc.transpose(1, 2), beta=self.eps, alpha=1.0 / n
+            )  # (G, C, C)
+            trace = sigma.diagonal(dim1=-2, dim2=-1).sum(-1)[:, None, None]  # (G,1,1)
+            sigma_n = sigma / trace
+            p = eye
+            for _ in range(self.T):
+                p3 = torch.bmm(torch.bmm(p, p), p)
+                p = torch.baddbmm(p, p3, sigma_n, beta=1.5, alpha=-0.5)
+            wm = p / trace.sqrt()  # (G, C, C)
+            with torch.no_grad():
+                self.running_mean.lerp_(
+                    mean.detach().to(self.running_mean), self.momentum
+                )
+                self.running_wm.lerp_(wm.detach().to(self.running_wm), self.momentum)
+        else:
+            xc = xg - self.running_mean
+            wm = self.running_wm
+        out = torch.bmm(wm, xc).reshape(self.num_features, n).T  # (N, D)
+        if self.weight is not None:
+            out = out * self.weight + self.bias
+        return out
+
+
+class VIbCRegProjectionHead(nn.Module):
+    """VIbCReg projector (arXiv 2109.00783, sec. 3): the VICReg-style MLP
+    ``(Linear-BN-ReLU) x n_hidden - Linear`` followed by ``IterNorm`` (64 groups, T=5,
+    affine), which makes the feature components decorrelated ("whitened") and speeds
+    up the convergence of the covariance term. sslsv: 8192-8192-8192.
+
+    Example
+    -------
+    >>> VIbCRegProjectionHead(8, 16, 8, iternorm_groups=2)(torch.randn(5, 8)).shape
+    torch.Size([5, 8])
+    """
+
+    def __init__(
+        self,
+        in_dim,
+        hidden_dim=8192,
+        out_dim=8192,
+        n_hidden=2,
+        iternorm_groups=64,
+        iternorm_iters=5,
+    ):
+        super().__init__()
+        self.mlp = ProjectionHead(mlp_blocks(in_dim, [hidden_dim] * n_hidden, out_dim))
+        self.iternorm = IterNorm(out_dim, num_groups=iternorm_groups, T=iternorm_iters)
+        self.out_dim = out_dim
+
+    def forward(self, x):
+        """``(N, in_dim) -> (N, out_dim)``."""
+        return self.iternorm(self.mlp(x))
+
+
+def _fixed_unit_weight_norm(linear):
+    """Weight-normalise ``linear`` per output row with the gain g fixed to 1 (frozen).
+
+    Uses ``torch.nn.utils.parametrizations.weight_norm`` (``weight = g v / ||v||``);
+    g is ``parametrizations.weight.original0``, v is ``...original1``.
+    """
+    linear = nn.utils.parametrizations.weight_norm(linear, name="weight", dim=0)
+    g = linear.parametrizations.weight.original0
+    with torch.no_grad():
+        g.fill_(1.0)
+    g.requires_grad_(False)
+    return linear
+
+
+class DINOHead(nn.Module):
+    """DINO projection head (arXiv 2104.14294, sec. 3.1 / appendix).
+
+    Paper: "a 3-layer multi-layer perceptron (MLP) with hidden dimension 2048 followed
+    by l2 normalization and a weight normalized fully connected layer with K
+    dimensions". The MLP ends in a 256-d bottleneck; the last layer has no bias and its
+    weight-norm gain g is fixed to 1 (``norm_last_layer=True``). sslsv: the same with BN
+    in the MLP (``use_bn=True``), K=65536. MLP weights: truncated normal (std 0.02),
+    zero biases.
+
+    Arguments
+    ---------
+    in_dim : int
+        Encoder output dimension.
+    hidden_dim, bottleneck_dim, out_dim : int
+        MLP hidden size, bottleneck size and number of output logits K.
+    n_layers : int
+        Linear layers of the MLP (>= 1).
+    act : type
+        Activation class (``nn.GELU``).
+    use_bn : bool
+        BatchNorm after the hidden linear layers.
+    norm_last_layer : bool
+        Freeze the weight-norm gain of the last layer at 1.
+
+    Example
+    -------
+    >>> head = DINOHead(8, 16, 4, 32)
+    >>> head(torch.randn(3, 8)).shape
+    torch.Size([3, 32])
+    """
+
+    def __init__(
+        self,
+        in_dim,
+        hidden_dim=2048,
+        bottleneck_dim=256,
+        out_dim=65536,
+        n_layers=3,
+        act=nn.GELU,
+        use_bn=True,
+        norm_last_layer=True,
+    ):
+        super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"DINOHead needs n_layers >= 1, got {n_layers}")
+        dims = [in_dim] + [hidden_dim] * (n_layers - 1)
+        blocks = [
+            (a, b, nn.BatchNorm1d(b) if use_bn else None, act())
+            for a, b in zip(dims[:-1], dims[1:])
+        ]
+        blocks.append((dims[-1], bottleneck_dim, None, None))
+        self.mlp = ProjectionHead(blocks)
+        for m in self.mlp.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        last = nn.Linear(bottleneck_dim, out_dim, bias=False)
+        if norm_last_layer:
+            self.last_layer = _fixed_unit_weight_norm(last)
+        else:
+            self.last_layer = nn.utils.parametrizations.weight_norm(last, dim=0)
+            with torch.no_grad():
+                self.last_layer.parametrizations.weight.original0.fill_(1.0)
+        self.out_dim = out_dim
+
+    def forward(self, x):
+        """``(N, in_dim) -> (N, out_dim)`` logits (bottleneck L2-normalised)."""
+        x = nn.functional.normalize(self.mlp(x), dim=-1)  # (N, bottleneck)
+        return self.last_layer(x)
+
+    def cancel_last_layer_gradients(self):
+        """Drop the last layer's gradients (``grad = None``).
+
+        Call between ``backward`` and the optimiser step during the first
+        ``freeze_last_layer`` epoch(s) (DINO: 1), e.g. in the Brain's
+        ``optimizers_step`` override. Parameters with ``grad=None`` are skipped by the
+        optimiser (no weight decay either).
+        """
+        for p in self.last_layer.parameters():
+            p.grad = None
+
+
+class SwAVPrototypes(nn.Module):
+    """SwAV prototypes (arXiv 2006.09882): K trainable unit vectors ``c_k``; scores
+    ``z^T c_k`` for L2-normalised ``z``. Implemented as a bias-free linear layer with
+    weight normalisation and gain fixed to 1 (sslsv), which keeps every prototype on
+    the unit sphere like the paper's explicit re-normalisation after each step.
+    sslsv: K=3000, frozen during the first epoch (``freeze_prototypes_epochs=1``):
+    call ``cancel_gradients()`` between backward and the optimiser step then.
+
+    Example
+    -------
+    >>> protos = SwAVPrototypes(4, 10)
+    >>> protos(torch.randn(3, 4)).shape, protos.normalized_weight().shape
+    (torch.Size([3, 10]), torch.Size([10, 4]))
+    """
+
+    def __init__(self, dim=128, n_prototypes=3000):
+        super().__init__()
+        self.layer = _fixed_unit_weight_norm(nn.Linear(dim, n_prototypes, bias=False))
+        self.dim = dim
+        self.n_prototypes = n_prototypes
+
+    def forward(self, z):
+        """``(N, D) -> (N, K)`` scores (``z`` should be L2-normalised)."""
+        return self.layer(z)
+
+    def normalized_weight(self):
+        """``(K, D)`` unit-norm prototypes, detached (for scoring the SwAV queue)."""
+        return self.layer.weight.detach()
+
+    def cancel_gradients(self):
+        """Drop the prototypes' gradients (``grad = None``), e.g. during epoch 0."""
+        for p in self.parameters():
+            p.grad = None
+
+
+class DeepClusterPrototypes(nn.Module):
+    """DeepCluster v2 prototypes (arXiv 2006.09882, appendix "DeepCluster-v2"): one
+    frozen bias-free linear layer per clustering head, set to the k-means centroids at
+    each epoch start (sslsv: 3 heads of 3000). Stored as buffers ``weight_{h}`` (no
+    gradient, checkpointed with the module).
+
+    Example
+    -------
+    >>> protos = DeepClusterPrototypes(4, [5, 6])
+    >>> [s.shape for s in protos(torch.randn(3, 4))]
+    [torch.Size([3, 5]), torch.Size([3, 6])]
+    """
+
+    def __init__(self, dim=128, n_prototypes=(3000, 3000, 3000)):
+        super().__init__()
+        self.dim = dim
+        self.n_prototypes = list(n_prototypes)
+        for h, k in enumerate(self.n_prototypes):
+            w = nn.functional.normalize(torch.randn(k, dim), dim=1)
+            self.register_buffer(f"weight_{h}", w)
+
+    def weights(self):
+        """List of the ``(K_h, D)`` prototype matrices."""
+        return [getattr(self, f"weight_{h}") for h in range(len(self.n_prototypes))]
+
+    def forward(self, z):
+        """``(N, D) -> [ (N, K_h) for each head ]``."""
+        return [z @ w.to(z.dtype).T for w in self.weights()]
+
+    @torch.no_grad()
+    def set_centroids(self, centroids):
+        """Copy the k-means centroids (list of ``(K_h, D)``) into the prototypes."""
+        if len(centroids) != len(self.n_prototypes):
+            raise ValueError(
+                f"expected {len(self.n_prototypes)} centroid matrices, "
+                f"got {len(centroids)}"
+            )
+        for w, c in zip(self.weights(), centroids):
+            if c.shape != w.shape:
+                raise ValueError(
+                    f"centroids {tuple(c.shape)} != prototypes {tuple(w.shape)}"
+                )
+            w.copy_(c)

@@ -29,7 +29,9 @@ def banks(tmp_path):
 def speechlike(b, n=8000):
     t = torch.arange(n) / 16000
     f0 = torch.linspace(100, 300, b)[:, None]
-    return 0.5 * torch.sin(2 * torch.pi * f0 * t) * (1 + torch.sin(2 * torch.pi * 3 * t))
+    return (
+        0.5 * torch.sin(2 * torch.pi * f0 * t) * (1 + torch.sin(2 * torch.pi * 3 * t))
+    )
 
 
 def test_snr_within_category_ranges(banks):

@@ -59,8 +59,11 @@ def test_missing_list(folder):
 
 def test_trials_ok(folder):
     t = read_trials(write(folder / "t.txt", "1 a.wav b.wav\n0 a.wav c.wav\n"), folder)
-    assert t.name == "t" and list(t.labels) == [1, 0] and t.files() == [
-        "a.wav", "b.wav", "c.wav"]
+    assert (
+        t.name == "t"
+        and list(t.labels) == [1, 0]
+        and t.files() == ["a.wav", "b.wav", "c.wav"]
+    )
 
 
 @pytest.mark.parametrize(

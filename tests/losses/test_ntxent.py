@@ -19,9 +19,7 @@ def ntxent_loop(z1, z2, tau):
     total = 0.0
     for i in range(n2):
         pos = (i + n) % n2
-        denom = sum(
-            math.exp(float(z[i] @ z[k]) / tau) for k in range(n2) if k != i
-        )
+        denom = sum(math.exp(float(z[i] @ z[k]) / tau) for k in range(n2) if k != i)
         total += -(float(z[i] @ z[pos]) / tau - math.log(denom))
     return total / n2
 

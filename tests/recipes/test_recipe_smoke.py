@@ -18,9 +18,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 RECIPE = os.path.join(ROOT, "recipes", "VoxCeleb", "SSL")
 TRAIN = os.path.join(RECIPE, "train.py")
 
-# Per-yaml overrides shrinking the model to smoke-test size.
+# Per-yaml overrides shrinking the model to smoke-test size: one file per yaml,
+# tests/recipes/smoke_args/<yaml stem>.args, whitespace-separated CLI arguments.
+SMOKE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "smoke_args")
 SMOKE = {
-    "simclr_ecapa.yaml": ["--channels=[16,16,16,16,48]", "--emb_dim=16"],
+    os.path.basename(p)[: -len(".args")] + ".yaml": open(p).read().split()
+    for p in sorted(glob.glob(os.path.join(SMOKE_DIR, "*.args")))
 }
 COMMON = [
     "--train_list=train.csv",
@@ -59,13 +62,23 @@ def check_outputs(out):
 @pytest.mark.parametrize("yaml_name", sorted(SMOKE))
 def test_recipe_runs(tiny_corpus, tmp_path, yaml_name):
     out = tmp_path / "out"
-    run([os.path.join(RECIPE, "hparams", yaml_name), f"--data_folder={tiny_corpus}",
-         f"--output_folder={out}", *COMMON, *SMOKE[yaml_name]])
+    run(
+        [
+            os.path.join(RECIPE, "hparams", yaml_name),
+            f"--data_folder={tiny_corpus}",
+            f"--output_folder={out}",
+            *COMMON,
+            *SMOKE[yaml_name],
+        ]
+    )
     check_outputs(out)
 
 
 def test_every_yaml_has_a_smoke_entry():
-    yamls = {os.path.basename(p) for p in glob.glob(os.path.join(RECIPE, "hparams", "*.yaml"))}
+    yamls = {
+        os.path.basename(p)
+        for p in glob.glob(os.path.join(RECIPE, "hparams", "*.yaml"))
+    }
     assert yamls == set(SMOKE), "add each new recipe yaml to SMOKE"
 
 
@@ -74,8 +87,13 @@ def test_embedded_corpus_default_and_resume(tmp_path, monkeypatch):
     """No --data_folder: the embedded corpus is generated; a re-run resumes."""
     monkeypatch.setenv("SSLSV_SB_DATA", str(tmp_path / "embedded"))
     out = tmp_path / "out"
-    args = [os.path.join(RECIPE, "hparams", "simclr_ecapa.yaml"), "--corpus_preset=tiny",
-            f"--output_folder={out}", *COMMON[4:], *SMOKE["simclr_ecapa.yaml"]]
+    args = [
+        os.path.join(RECIPE, "hparams", "simclr_ecapa.yaml"),
+        "--corpus_preset=tiny",
+        f"--output_folder={out}",
+        *COMMON[4:],
+        *SMOKE["simclr_ecapa.yaml"],
+    ]
     first = run(args)
     assert "trials" in first.stdout and "EER" in first.stdout
     assert glob.glob(str(tmp_path / "embedded" / "**" / "corpus.json"), recursive=True)

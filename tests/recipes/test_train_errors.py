@@ -13,7 +13,9 @@ from sslsv_sb.errors import SSLSVError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(ROOT, "recipes", "VoxCeleb", "SSL", "train.py")
-HPARAMS = os.path.join(ROOT, "recipes", "VoxCeleb", "SSL", "hparams", "simclr_ecapa.yaml")
+HPARAMS = os.path.join(
+    ROOT, "recipes", "VoxCeleb", "SSL", "hparams", "simclr_ecapa.yaml"
+)
 
 
 def load_train_module():

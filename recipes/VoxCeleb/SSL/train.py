@@ -5,7 +5,7 @@ One entry point for every method: the yaml names the Brain class (``brain_class`
 
 Single process (CPU or one GPU)::
 
-    python recipes/VoxCeleb/SSL/train.py recipes/VoxCeleb/SSL/hparams/simclr_ecapa.yaml \
+    python recipes/VoxCeleb/SSL/train.py hparams/simclr_ecapa.yaml \
         --data_folder=/path/to/data
 
 Several GPUs (DDP through SpeechBrain's run options)::
@@ -21,6 +21,7 @@ to ``<output_folder>/verification.json``.
 Authors: the sslsv-sb developers.
 """
 
+import json
 import logging
 import os
 import sys
@@ -45,8 +46,26 @@ logger = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def _load_yaml(hparams_file, overrides):
+    try:
+        with open(hparams_file, encoding="utf-8") as fin:
+            return load_hyperpyyaml(fin, overrides)
+    except KeyError as err:
+        raise SSLSVError(
+            f"{hparams_file}: unknown hyper-parameter on the command line: {err}"
+        ) from err
+    except YAMLError as err:
+        msg = " ".join(str(err).split())
+        raise SSLSVError(f"{hparams_file}: invalid yaml or override: {msg}") from err
+
+
 def load_hparams(argv):
-    """Parse the command line and load the yaml (errors name the offending key)."""
+    """Parse the command line and load the yaml (errors name the offending key).
+
+    Without a data folder, the embedded corpus is generated if missing and the yaml's
+    ``embedded:`` values are applied as if given on the command line (explicit
+    command-line values win), so objects built from them see the right values.
+    """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     if not os.path.isfile(hparams_file):
         alt = os.path.join(HERE, hparams_file)
@@ -55,40 +74,31 @@ def load_hparams(argv):
         else:
             raise SSLSVError(f"hparams file not found: {hparams_file}")
     sb.utils.distributed.ddp_init_group(run_opts)
-    try:
-        with open(hparams_file, encoding="utf-8") as fin:
-            hparams = load_hyperpyyaml(fin, overrides)
-    except KeyError as err:
-        raise SSLSVError(
-            f"{hparams_file}: unknown hyper-parameter on the command line: {err}"
-        ) from err
-    except YAMLError as err:
-        msg = " ".join(str(err).split())
-        raise SSLSVError(f"{hparams_file}: invalid yaml or override: {msg}") from err
-    return hparams_file, run_opts, overrides, hparams
-
-
-def resolve_data(hparams, overrides):
-    """Fill in the data folder (embedded corpus when none is given) and list paths."""
-    data_folder = hparams.get("data_folder")
-    if not data_folder:
-        from sslsv_sb.data.corpus import ensure_corpus
+    hparams = _load_yaml(hparams_file, overrides)
+    if not hparams.get("data_folder"):
+        from sslsv_sb.data.corpus import default_data_folder, ensure_corpus
 
         preset = hparams.get("corpus_preset", "demo")
-        folder = run_on_main(
-            ensure_corpus, kwargs={"preset": preset, **hparams.get("corpus", {})}
+        corpus_kwargs = {
+            "out_dir": os.path.join(default_data_folder(), preset),
+            "preset": preset,
+            **hparams.get("corpus", {}),
+        }
+        folder = run_on_main(ensure_corpus, kwargs=corpus_kwargs)
+        folder = str(folder or ensure_corpus(**corpus_kwargs))
+        given = {line.split(":")[0].strip() for line in overrides.splitlines()}
+        extra = {k: v for k, v in hparams.get("embedded", {}).items() if k not in given}
+        extra["data_folder"] = folder
+        lines = [overrides] if overrides.strip() else []
+        lines += [f"{k}: {json.dumps(v)}" for k, v in extra.items()]
+        overrides = "\n".join(lines)
+        logger.info("no data_folder given: using the embedded corpus %s", folder)
+        hparams = _load_yaml(hparams_file, overrides)
+    if not os.path.isdir(hparams["data_folder"]):
+        raise SSLSVError(
+            f"data folder not found: {hparams['data_folder']} (--data_folder)"
         )
-        data_folder = str(folder or ensure_corpus(preset=preset,
-                                                  **hparams.get("corpus", {})))
-        overridden = {line.split(":")[0].strip() for line in overrides.splitlines()}
-        for key, value in hparams.get("embedded", {}).items():
-            if key not in overridden:
-                hparams[key] = value
-        logger.info("no data_folder given: using the embedded corpus %s", data_folder)
-    if not os.path.isdir(data_folder):
-        raise SSLSVError(f"data folder not found: {data_folder} (--data_folder)")
-    hparams["data_folder"] = data_folder
-    return data_folder
+    return hparams_file, run_opts, overrides, hparams
 
 
 def make_train_set(hparams, data_folder, epoch_state):
@@ -99,6 +109,10 @@ def make_train_set(hparams, data_folder, epoch_state):
         f"u{i}": {"path": p, "index": i, "line": int(line)}
         for i, (p, line) in enumerate(zip(df["path"], df["line"]))
     }
+    if hparams.get("label_key"):
+        classes = {c: i for i, c in enumerate(sorted(set(df["label"])))}
+        for item, lab in zip(data.values(), df["label"]):
+            item["label"] = classes[lab]
     dataset = sb.dataio.dataset.DynamicItemDataset(data)
     sampler = ViewSampler(
         hparams["view_groups"],
@@ -111,20 +125,32 @@ def make_train_set(hparams, data_folder, epoch_state):
             func=sampler.generate, takes=["path", "index"], provides=sampler.keys
         )
     )
-    dataset.set_output_keys(["id", "index", *sampler.keys])
+    keys = ["id", "index", *sampler.keys]
+    if hparams.get("label_key"):
+        # Integer class ids in sorted label order (supervised baseline, monitoring).
+        keys.append("label")
+    dataset.set_output_keys(keys)
     batch = hparams["dataloader_options"]["batch_size"]
     if len(dataset) < batch and hparams["dataloader_options"].get("drop_last", True):
         raise SSLSVError(
             f"{list_path}: {len(dataset)} utterances, fewer than one batch of "
             f"{batch} (lower --batch_size)"
         )
+    n_classes = hparams.get("n_classes")
+    if hparams.get("label_key") and n_classes is not None:
+        found = df["label"].nunique()
+        if found > int(n_classes):
+            raise SSLSVError(
+                f"{list_path}: {found} classes in column '{hparams['label_key']}' but "
+                f"n_classes is {n_classes} (set --n_classes={found})"
+            )
     return dataset, df
 
 
 def main(argv):
     """Train, then verify. Returns the verification results."""
     hparams_file, run_opts, overrides, hparams = load_hparams(argv)
-    data_folder = resolve_data(hparams, overrides)
+    data_folder = hparams["data_folder"]
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -152,11 +178,16 @@ def main(argv):
         "num_workers": hparams.get("eval_num_workers", 0),
     }
     untrained_path = os.path.join(out, "verification_untrained.json")
-    if (trial_files and hparams.get("eval_untrained", True) and if_main_process()
-            and not os.path.isfile(untrained_path)
-            and not brain.checkpointer.find_checkpoints()):
-        untrained = score_trial_lists(brain.encode, trial_files, data_folder,
-                                      **eval_kwargs)
+    if (
+        trial_files
+        and hparams.get("eval_untrained", True)
+        and if_main_process()
+        and not os.path.isfile(untrained_path)
+        and not brain.checkpointer.find_checkpoints()
+    ):
+        untrained = score_trial_lists(
+            brain.encode, trial_files, data_folder, **eval_kwargs
+        )
         write_json(untrained_path, untrained)
 
     brain.fit(
@@ -168,12 +199,11 @@ def main(argv):
 
     results = None
     if trial_files and if_main_process():
-        results = score_trial_lists(brain.encode, trial_files, data_folder,
-                                    **eval_kwargs)
+        results = score_trial_lists(
+            brain.encode, trial_files, data_folder, **eval_kwargs
+        )
         payload = {"lists": results, "meta": run_meta(brain, hparams)}
         if os.path.isfile(untrained_path):
-            import json
-
             with open(untrained_path, encoding="utf-8") as f:
                 payload["untrained"] = {"lists": json.load(f)}
         write_json(os.path.join(out, "verification.json"), payload)
