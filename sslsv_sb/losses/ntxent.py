@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speechbrain.utils.autocast import fwd_default_precision
+
 from sslsv_sb.distributed import gather, rank
 
 
@@ -29,6 +31,8 @@ class NTXentLoss(nn.Module):
     >>> z1, z2 = torch.randn(4, 8), torch.randn(4, 8)
     >>> loss(z1, z2).shape
     torch.Size([])
+
+    Under bf16/fp16 autocast the loss still runs in fp32 (exp of logits / 0.03).
     """
 
     def __init__(self, temperature=0.03, gather_distributed=True):
@@ -39,6 +43,7 @@ class NTXentLoss(nn.Module):
         self.gather_distributed = gather_distributed
         self.last_metrics = {}
 
+    @fwd_default_precision(cast_inputs=torch.float32)
     def forward(self, z1, z2):
         """Loss of two batches of views.
 

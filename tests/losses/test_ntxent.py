@@ -116,3 +116,18 @@ def test_gathered_loss_equals_single_process(tmp_path):
     assert r0["loss"].item() == pytest.approx(ref.item(), rel=1e-5)
     assert torch.allclose(torch.cat([r0["ga"], r1["ga"]]), a.grad, atol=1e-6)
     assert torch.allclose(torch.cat([r0["gb"], r1["gb"]]), b.grad, atol=1e-6)
+
+
+def test_runs_in_fp32_under_bf16_autocast():
+    torch.manual_seed(4)
+    z1, z2 = torch.randn(6, 5), torch.randn(6, 5)
+    loss = NTXentLoss(0.03, gather_distributed=False)
+    ref = loss(z1, z2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = loss(z1.bfloat16(), z2.bfloat16())
+    assert got.dtype == torch.float32
+    # Same value up to the bf16 rounding of the inputs only.
+    assert got.item() == pytest.approx(
+        loss(z1.bfloat16().float(), z2.bfloat16().float()).item(), rel=1e-5
+    )
+    assert got.item() == pytest.approx(ref.item(), rel=5e-2)
