@@ -10,23 +10,10 @@ as BatchNorm statistics are the teacher's own). Teachers must be checkpoint
 recoverables in the yaml.
 """
 
-import math
-
 import torch
 
 from sslsv_sb.brains.base import SSLBrain, unwrap
-
-
-def cosine_tau(step, total_steps, start=0.996, end=1.0):
-    """BYOL/DINO momentum schedule: cosine from ``start`` (step 0) to ``end``.
-
-    ``tau = end - (end - start) * (cos(pi * step / total_steps) + 1) / 2``
-    (Grill et al., arXiv 2006.07733, section 3.2).
-    """
-    if total_steps <= 0:
-        return end
-    progress = min(max(step / total_steps, 0.0), 1.0)
-    return end - (end - start) * (math.cos(math.pi * progress) + 1) / 2
+from sslsv_sb.schedules import cosine_tau
 
 
 @torch.no_grad()
