@@ -25,6 +25,7 @@ from speechbrain.utils.distributed import if_main_process
 
 from sslsv_sb.distributed import rank
 from sslsv_sb.errors import SSLSVError
+from sslsv_sb.training import RNGState
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,13 @@ class SSLBrain(sb.Brain, abc.ABC):
         self._skip_this_step = False
         self._metric_sums = defaultdict(float)
         self._metric_count_per = defaultdict(int)
+        self.valid_history = []  # (epoch, EER %) of the validation trial list
+        if (
+            self.checkpointer is not None
+            and "rng" not in self.checkpointer.recoverables
+        ):
+            self.checkpointer.add_recoverable("rng", RNGState())
+        self.step_logger = getattr(self.hparams, "step_logger", None)
 
     # ------------------------------------------------------------------ views
     def get_views(self, batch, key="views"):
@@ -171,13 +179,72 @@ class SSLBrain(sb.Brain, abc.ABC):
         raise SSLSVError(msg + ". Set skip_nonfinite_steps: True to skip such steps.")
 
     def optimizers_step(self):
-        """Optimizer step, refused after a skipped non-finite loss."""
+        """Unscale, clip **all** parameter groups, method hook, step.
+
+        SpeechBrain clips only ``param_groups[0]`` of each optimiser and treats a
+        negative ``max_grad_norm`` as a (reversing!) factor; here the global norm over
+        every trainable parameter is clipped (``max_grad_norm: .inf`` disables it) and
+        :meth:`on_before_optimizer_step` lets a method act on gradients (DINO's
+        per-parameter clipping and frozen last layer, SwAV's frozen prototypes).
+        A step after a skipped non-finite loss is refused.
+        """
         if self._skip_this_step:
             for opt in self.optimizers_dict.values():
                 opt.zero_grad(set_to_none=True)
             self._skip_this_step = False
             return
-        super().optimizers_step()
+        optimizers = self.freeze_optimizers(self.optimizers_dict)
+        for opt in optimizers.values():
+            self.scaler.unscale_(opt)
+        max_norm = float(self.max_grad_norm)
+        if max_norm < 0:
+            raise SSLSVError(
+                f"max_grad_norm must be >= 0 or .inf (got {max_norm}); a negative "
+                "value would reverse the gradients"
+            )
+        params = [
+            p
+            for opt in optimizers.values()
+            for group in opt.param_groups
+            for p in group["params"]
+            if p.grad is not None
+        ]
+        if params and math.isfinite(max_norm) and max_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            self.last_grad_norm = float(norm)
+        if not self.scaler.is_enabled() and self.skip_nonfinite_grads:
+            self.check_gradients()
+        self.on_before_optimizer_step()
+        for opt in optimizers.values():
+            self.scaler.step(opt)
+        self.scaler.update()
+        for opt in optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        self.optimizer_step += 1
+
+    def on_before_optimizer_step(self):
+        """Hook between clipping and the optimiser step (gradients are unscaled)."""
+
+    def on_fit_batch_start(self, batch, should_step):
+        """Per-step LR schedule (``lr_schedule`` hparam: warm-up + cosine)."""
+        schedule = getattr(self.hparams, "lr_schedule", None)
+        if schedule is not None and should_step and hasattr(self, "optimizer"):
+            lr = schedule(self.optimizer_step, self.total_optimizer_steps())
+            for group in self.optimizer.param_groups:
+                if not group.get("fixed_lr", False):
+                    group["lr"] = lr
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Per-step scalars to TensorBoard / W&B every ``log_every_steps`` steps."""
+        every = int(getattr(self.hparams, "log_every_steps", 0) or 0)
+        if self.step_logger is not None and every and should_step:
+            if self.optimizer_step % every == 0:
+                scalars = {"loss": float(loss.detach())}
+                if hasattr(self, "optimizer"):
+                    scalars["lr"] = self.optimizer.param_groups[0]["lr"]
+                if hasattr(self, "last_grad_norm"):
+                    scalars["grad_norm"] = self.last_grad_norm
+                self.step_logger.log(scalars, self.optimizer_step)
 
     def _wrap_distributed(self):
         """DDP-wrap trainable modules; no SyncBatchNorm conversion on CPU (gloo).
@@ -236,10 +303,25 @@ class SSLBrain(sb.Brain, abc.ABC):
 
     # ------------------------------------------------------------------ stages
     def on_fit_start(self):
-        """Per-rank RNG so on-device random choices differ across DDP ranks."""
-        super().on_fit_start()
+        """Per-rank RNG, then SpeechBrain's start (compile, DDP, optimisers, recovery).
+
+        On-device random choices must differ across DDP ranks (``seed_everything``
+        seeds every rank alike). A corrupt or incompatible checkpoint is a clear
+        error naming the checkpoint, never a silent re-initialisation.
+        """
         seed = int(getattr(self.hparams, "seed", 0))
         torch.manual_seed(seed + 1000 * rank())
+        try:
+            super().on_fit_start()
+        except (RuntimeError, KeyError, ValueError, EOFError, OSError) as err:
+            ckpts = self.checkpointer.find_checkpoints() if self.checkpointer else []
+            where_ = ckpts[0].path if ckpts else "the checkpoint folder"
+            msg = " ".join(str(err).split())[:500]
+            raise SSLSVError(
+                f"cannot resume from {where_}: {type(err).__name__}: {msg}. The "
+                "checkpoint is corrupt or from another configuration; delete it or "
+                "use another --output_folder."
+            ) from err
 
     def on_stage_start(self, stage, epoch=None):
         """Publish the epoch to the data pipeline; reset epoch metrics."""
@@ -256,32 +338,90 @@ class SSLBrain(sb.Brain, abc.ABC):
             for k in self._metric_sums
         }
 
+    def validate(self, epoch):
+        """EER (%) on ``valid_trial_list`` computed on the main process.
+
+        The main process embeds with the unwrapped modules (going through a DDP
+        wrapper on one rank only would hang); the others wait at the barrier and
+        receive the result by broadcast.
+        """
+        from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast
+
+        from sslsv_sb.evaluation.verification import score_trial_lists
+
+        eer = None
+        if if_main_process():
+            res = score_trial_lists(
+                self.encode,
+                [self.hparams.valid_trial_list_path],
+                self.hparams.data_folder,
+                crop_seconds=getattr(self.hparams, "valid_crop_seconds", None),
+                n_crops=int(getattr(self.hparams, "valid_n_crops", 1)),
+            )
+            eer = float(next(iter(res.values()))["cosine"]["eer"])
+        ddp_barrier()
+        eer = ddp_broadcast(eer, src=0)
+        self.valid_history.append((int(epoch), eer))
+        return eer
+
+    def _should_stop(self):
+        """Early stopping: no EER improvement for ``patience`` validations."""
+        patience = getattr(self.hparams, "patience", None)
+        if patience is None or len(self.valid_history) <= patience:
+            return False
+        best = min(e for _, e in self.valid_history)
+        recent = [e for _, e in self.valid_history[-int(patience) :]]
+        return min(recent) > best
+
     def on_stage_end(self, stage, stage_loss, epoch=None):
-        """Log the epoch, step the LR schedule and checkpoint (TRAIN)."""
+        """Log the epoch, validate, step the LR schedule and checkpoint (TRAIN)."""
         if stage != sb.Stage.TRAIN:
             return
         stats = {"loss": float(stage_loss)}
         stats.update(self.epoch_metrics())
-        stats["time_s"] = round(time.time() - self._stage_start, 1)
+        elapsed = time.time() - self._stage_start
+        stats["time_s"] = round(elapsed, 1)
+        steps = getattr(self, "steps_per_epoch", 0)
+        if steps and elapsed > 0:
+            stats["steps_per_s"] = round(steps / elapsed, 3)
         if self.skipped_steps:
             stats["skipped_steps"] = self.skipped_steps
         lr = (
             self.optimizer.param_groups[0]["lr"] if hasattr(self, "optimizer") else None
         )
-        if hasattr(self.hparams, "lr_annealing") and self.hparams.lr_annealing:
+        meta = {"epoch": int(epoch), "train_loss": float(stage_loss)}
+        every = int(getattr(self.hparams, "valid_every_n_epochs", 1) or 1)
+        if getattr(self.hparams, "valid_trial_list_path", None) and epoch % every == 0:
+            stats["valid_eer"] = self.validate(epoch)
+            meta["valid_eer"] = stats["valid_eer"]
+        if getattr(self.hparams, "lr_annealing", None) is not None:
             _, new_lr = self.hparams.lr_annealing(epoch)
             sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
-        if hasattr(self.hparams, "train_logger") and if_main_process():
-            self.hparams.train_logger.log_stats(
-                stats_meta={"epoch": epoch, "lr": lr}, train_stats=stats
-            )
+        if if_main_process():
+            if hasattr(self.hparams, "train_logger"):
+                self.hparams.train_logger.log_stats(
+                    stats_meta={"epoch": epoch, "lr": lr}, train_stats=stats
+                )
+            if self.step_logger is not None:
+                self.step_logger.log(stats, self.optimizer_step, prefix="epoch")
         if not math.isfinite(stats["loss"]):
             logger.warning("epoch %s average loss is not finite", epoch)
+        stop = self._should_stop()
+        if stop:
+            logger.info("early stopping at epoch %s (patience exhausted)", epoch)
+            self.hparams.epoch_counter.current = self.hparams.epoch_counter.limit
+            meta["early_stopped"] = True
         if self.checkpointer is not None:
             # Reset the running counters *before* saving (speechbrain_integration §7.3).
             self.step = 0
             self.avg_train_loss = 0.0
-            self.checkpointer.save_and_keep_only(
-                meta={"epoch": int(epoch), "train_loss": float(stage_loss)},
-                num_to_keep=int(getattr(self.hparams, "keep_checkpoints", 1)),
-            )
+            keep = int(getattr(self.hparams, "keep_checkpoints", 1))
+            if "valid_eer" in meta:  # best by validation EER + the most recent ones
+                self.checkpointer.save_and_keep_only(
+                    meta=meta,
+                    num_to_keep=keep,
+                    min_keys=["valid_eer"],
+                    keep_recent=True,
+                )
+            else:
+                self.checkpointer.save_and_keep_only(meta=meta, num_to_keep=keep)

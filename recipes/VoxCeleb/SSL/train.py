@@ -33,14 +33,12 @@ from ruamel.yaml import YAMLError
 from speechbrain.utils.data_pipeline import GeneratorDynamicItem
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from sslsv_sb.data.lists import read_train_list, resolve
+from sslsv_sb.data.lists import read_train_list, read_trials, resolve
 from sslsv_sb.data.sampling import EpochState, ViewSampler
 from sslsv_sb.errors import SSLSVError
-from sslsv_sb.evaluation.verification import (
-    format_table,
-    score_trial_lists,
-    write_json,
-)
+from sslsv_sb.evaluation.cache import model_fingerprint
+from sslsv_sb.evaluation.verification import format_table, run_verification
+from sslsv_sb.training import StepLogger
 
 logger = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -157,7 +155,32 @@ def main(argv):
         overrides=overrides,
     )
     epoch_state = EpochState()
+    # The yaml's batch_size is the global batch: each DDP rank loads its share.
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    loader_kwargs = dict(hparams["dataloader_options"])
+    if world > 1:
+        if loader_kwargs["batch_size"] % world:
+            raise SSLSVError(
+                f"batch_size {loader_kwargs['batch_size']} is not divisible by the "
+                f"{world} processes"
+            )
+        loader_kwargs["batch_size"] //= world
     train_set, _ = make_train_set(hparams, data_folder, epoch_state)
+    if hparams.get("valid_trial_list"):
+        hparams["valid_trial_list_path"] = resolve(
+            hparams["valid_trial_list"], data_folder
+        )
+        read_trials(hparams["valid_trial_list_path"], data_folder)  # fail early
+    if hparams.get("tensorboard") or hparams.get("wandb"):
+        hparams["step_logger"] = StepLogger(
+            hparams["output_folder"],
+            tensorboard=bool(hparams.get("tensorboard")),
+            wandb=bool(hparams.get("wandb")),
+            wandb_mode=hparams.get("wandb_mode", "offline"),
+            config={
+                k: v for k, v in hparams.items() if isinstance(v, int | float | str)
+            },
+        )
     if "augment" in hparams["modules"]:
         hparams["modules"]["augment"].load(data_folder, seed=hparams["seed"])
 
@@ -185,32 +208,64 @@ def main(argv):
         and not os.path.isfile(untrained_path)
         and not brain.checkpointer.find_checkpoints()
     ):
-        untrained = score_trial_lists(
-            brain.encode, trial_files, data_folder, **eval_kwargs
+        run_verification(
+            brain.encode,
+            hparams,
+            data_folder,
+            out,
+            model_id=model_fingerprint(brain.inference_modules()),
+            tag="untrained",
         )
-        write_json(untrained_path, untrained)
 
     brain.fit(
         brain.hparams.epoch_counter,
         train_set,
-        train_loader_kwargs=hparams["dataloader_options"],
+        train_loader_kwargs=loader_kwargs,
         progressbar=not run_opts.get("noprogressbar", False),
     )
 
+    select_final_model(brain, hparams)
     results = None
     if trial_files and if_main_process():
-        results = score_trial_lists(
-            brain.encode, trial_files, data_folder, **eval_kwargs
+        payload = run_verification(
+            brain.encode,
+            hparams,
+            data_folder,
+            out,
+            model_id=model_fingerprint(brain.inference_modules()),
+            meta=run_meta(brain, hparams),
         )
-        payload = {"lists": results, "meta": run_meta(brain, hparams)}
-        if os.path.isfile(untrained_path):
-            with open(untrained_path, encoding="utf-8") as f:
-                payload["untrained"] = {"lists": json.load(f)}
-        write_json(os.path.join(out, "verification.json"), payload)
+        results = payload["lists"]
         print(format_table(results, payload.get("untrained", {}).get("lists")))
         print(f"results written to {os.path.join(out, 'verification.json')}")
     sb.utils.distributed.ddp_barrier()
     return results
+
+
+def select_final_model(brain, hparams):
+    """Best-validation checkpoint, or the average of the last K checkpoints.
+
+    ``valid_trial_list`` set: recover the checkpoint with the lowest validation EER.
+    ``average_last_k`` > 1: average the inference encoder over the K most recent
+    checkpoints (sslsv reports averaged models); needs ``keep_checkpoints >= K``.
+    """
+    ckpt = brain.checkpointer
+    if hparams.get("valid_trial_list") and ckpt.find_checkpoints(min_key="valid_eer"):
+        ckpt.recover_if_possible(min_key="valid_eer")
+    k = int(hparams.get("average_last_k") or 1)
+    if k > 1:
+        from speechbrain.utils.checkpoints import average_checkpoints
+
+        model = brain.inference_modules()[2]
+        name = next((n for n, obj in ckpt.recoverables.items() if obj is model), None)
+        ckpts = ckpt.find_checkpoints(
+            importance_key=lambda c: c.meta.get("unixtime", 0), max_num_checkpoints=k
+        )
+        if name is None or len(ckpts) < 2:
+            logger.warning("average_last_k=%d: nothing to average", k)
+            return
+        model.load_state_dict(average_checkpoints(ckpts, name))
+        logger.info("averaged %s over %d checkpoints", name, len(ckpts))
 
 
 def run_meta(brain, hparams):
