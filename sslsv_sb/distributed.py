@@ -90,3 +90,91 @@ def all_reduce_sum(x):
     y = x.detach().clone()
     dist.all_reduce(y, op=dist.ReduceOp.SUM)
     return y
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks whose backward is the sum of the gradients over ranks."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = x.clone()
+        dist.all_reduce(y, op=dist.ReduceOp.SUM)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+class CPUSyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm with statistics over the global batch, for CPU (gloo) DDP.
+
+    ``torch.nn.SyncBatchNorm`` only runs on accelerators, and SpeechBrain converts
+    every BatchNorm to it under DDP, which breaks CPU runs
+    (``speechbrain_integration.md`` §2). This layer all-reduces the per-channel sum and
+    sum of squares (with gradient) so that N ranks with B samples each normalise exactly
+    like one process with N*B samples. Accepts ``(B, C)``, ``(B, C, T)`` and
+    ``(B, C, H, W)``; outside DDP or in eval mode it is a plain BatchNorm.
+    """
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input, got {x.dim()}D")
+
+    def forward(self, x):
+        """Normalise with global-batch statistics in training mode under DDP."""
+        if not (self.training and is_distributed()):
+            return super().forward(x)
+        dims = [0, *range(2, x.dim())]
+        count = torch.tensor(
+            float(x.numel() // x.shape[1]), device=x.device, dtype=torch.float64
+        )
+        dist.all_reduce(count)
+        stats = torch.cat([x.sum(dim=dims), (x * x).sum(dim=dims)])
+        stats = _AllReduceSum.apply(stats.float())
+        c = x.shape[1]
+        mean = stats[:c] / count.float()
+        var = (stats[c:] / count.float() - mean * mean).clamp_min(0.0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 0.1
+                unbiased = var * (count / (count - 1).clamp_min(1)).float()
+                self.running_mean.mul_(1 - m).add_(m * mean.detach())
+                self.running_var.mul_(1 - m).add_(m * unbiased.detach())
+                self.num_batches_tracked.add_(1)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+
+def convert_sync_batchnorm_cpu(module):
+    """Replace each ``nn.BatchNorm*`` in ``module`` by :class:`CPUSyncBatchNorm`.
+
+    Parameters and running statistics are kept (the new layer shares them).
+    """
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(
+        module, CPUSyncBatchNorm | torch.nn.SyncBatchNorm
+    ):
+        new = CPUSyncBatchNorm(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+        )
+        if module.affine:
+            new.weight = module.weight
+            new.bias = module.bias
+        if module.track_running_stats:
+            new.running_mean = module.running_mean
+            new.running_var = module.running_var
+            new.num_batches_tracked = module.num_batches_tracked
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        module.add_module(name, convert_sync_batchnorm_cpu(child))
+    return module

@@ -23,7 +23,7 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
 
-from sslsv_sb.distributed import rank
+from sslsv_sb.distributed import convert_sync_batchnorm_cpu, rank
 from sslsv_sb.errors import SSLSVError
 from sslsv_sb.training import RNGState
 
@@ -247,20 +247,46 @@ class SSLBrain(sb.Brain, abc.ABC):
                 self.step_logger.log(scalars, self.optimizer_step)
 
     def _wrap_distributed(self):
-        """DDP-wrap trainable modules; no SyncBatchNorm conversion on CPU (gloo).
+        """DDP-wrap trainable modules; CPU-capable synchronised BatchNorm on gloo.
 
-        SpeechBrain converts BatchNorm to SyncBatchNorm unconditionally, which raises on
-        CPU (``speechbrain_integration.md`` §2); on CUDA the default path is kept.
+        SpeechBrain converts BatchNorm to ``torch.nn.SyncBatchNorm``, which only runs
+        on accelerators (``speechbrain_integration.md`` §2); on CPU the BatchNorm
+        layers become :class:`~sslsv_sb.distributed.CPUSyncBatchNorm` instead, so CPU
+        DDP computes exactly what one process would on the global batch. Set
+        ``sync_batchnorm: False`` for per-rank statistics (sslsv's MoCo configs).
         """
         if not self.distributed_launch or self.device_type == "cuda":
             return super()._wrap_distributed()
         from torch.nn.parallel import DistributedDataParallel as DDP
 
+        sync = getattr(self.hparams, "sync_batchnorm", True)
         for name, module in self.modules.items():
             if any(p.requires_grad for p in module.parameters()):
+                if sync:
+                    module = convert_sync_batchnorm_cpu(module)
                 self.modules[name] = DDP(
                     module, find_unused_parameters=self.find_unused_parameters
                 )
+
+    def _train_loader_specifics(self, dataset, loader_kwargs):
+        """Under DDP, honour ``shuffle`` from the loader options.
+
+        SpeechBrain's DDP sampler shuffles unless a ``sorting`` hparam says otherwise;
+        here ``dataloader_options.shuffle`` decides on one process and on many alike.
+        """
+        if not self.distributed_launch or loader_kwargs.get("sampler") is not None:
+            return super()._train_loader_specifics(dataset, loader_kwargs)
+        from torch.utils.data.distributed import DistributedSampler
+
+        shuffle = loader_kwargs.pop("shuffle", True)
+        self.train_sampler = DistributedSampler(
+            dataset,
+            shuffle=shuffle,
+            seed=int(getattr(self.hparams, "seed", 0)),
+            drop_last=loader_kwargs.get("drop_last", False),
+        )
+        loader_kwargs["sampler"] = self.train_sampler
+        return loader_kwargs
 
     # ------------------------------------------------------------------ optimisation
     def param_groups(self):
@@ -397,13 +423,13 @@ class SSLBrain(sb.Brain, abc.ABC):
         if getattr(self.hparams, "lr_annealing", None) is not None:
             _, new_lr = self.hparams.lr_annealing(epoch)
             sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
-        if if_main_process():
-            if hasattr(self.hparams, "train_logger"):
-                self.hparams.train_logger.log_stats(
-                    stats_meta={"epoch": epoch, "lr": lr}, train_stats=stats
-                )
-            if self.step_logger is not None:
-                self.step_logger.log(stats, self.optimizer_step, prefix="epoch")
+        if hasattr(self.hparams, "train_logger"):
+            # log_stats is @main_process_only, which broadcasts: call it on every rank.
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": lr}, train_stats=stats
+            )
+        if self.step_logger is not None:
+            self.step_logger.log(stats, self.optimizer_step, prefix="epoch")
         if not math.isfinite(stats["loss"]):
             logger.warning("epoch %s average loss is not finite", epoch)
         stop = self._should_stop()

@@ -1,0 +1,143 @@
+"""CPU DDP: synchronised BatchNorm and 2-process training equal to 1 process."""
+
+import glob
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sslsv_sb.distributed import CPUSyncBatchNorm, convert_sync_batchnorm_cpu
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "recipes", "VoxCeleb", "SSL", "train.py")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bn_worker(rank, world, port, x, out):
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    torch.manual_seed(0)
+    bn = convert_sync_batchnorm_cpu(torch.nn.Sequential(torch.nn.BatchNorm1d(3)))
+    assert isinstance(bn[0], CPUSyncBatchNorm)
+    n = x.shape[0] // world
+    xi = x[rank * n : (rank + 1) * n].clone().requires_grad_(True)
+    y = bn(xi)
+    (y * torch.arange(y.numel()).view_as(y).float()).sum().backward()
+    torch.save(
+        {
+            "y": y.detach(),
+            "g": xi.grad,
+            "rm": bn[0].running_mean,
+            "rv": bn[0].running_var,
+        },
+        os.path.join(out, f"bn{rank}.pt"),
+    )
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_cpu_sync_batchnorm_matches_global_batch(tmp_path):
+    torch.manual_seed(1)
+    x = torch.randn(8, 3, 5) * 3 + 1
+    torch.multiprocessing.spawn(
+        _bn_worker, args=(2, _free_port(), x, str(tmp_path)), nprocs=2
+    )
+    ref_bn = torch.nn.BatchNorm1d(3)
+    xr = x.clone().requires_grad_(True)
+    y = ref_bn(xr)
+    # Each rank weights its own outputs by positions 0..n-1, as in the workers.
+    w = torch.cat([torch.arange(y[:4].numel()).view_as(y[:4])] * 2).float()
+    (y * w).sum().backward()
+    r0, r1 = (torch.load(tmp_path / f"bn{r}.pt") for r in (0, 1))
+    assert torch.allclose(torch.cat([r0["y"], r1["y"]]), y.detach(), atol=1e-5)
+    assert torch.allclose(torch.cat([r0["g"], r1["g"]]), xr.grad, atol=1e-4)
+    assert torch.allclose(r0["rm"], ref_bn.running_mean, atol=1e-6)
+    assert torch.allclose(r1["rv"], ref_bn.running_var, atol=1e-5)
+
+
+def _train(args, nproc, out, env_extra=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
+    if nproc > 1:
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            TRAIN,
+        ]
+        args = [*args, "--distributed_backend=gloo"]
+    else:
+        cmd = [sys.executable, TRAIN]
+    proc = subprocess.run(
+        [*cmd, *args, f"--output_folder={out}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (ckpt,) = glob.glob(os.path.join(out, "save", "CKPT+*"))
+    return ckpt
+
+
+def _common(corpus, yaml_name, extra):
+    return [
+        os.path.join(ROOT, "recipes", "VoxCeleb", "SSL", "hparams", yaml_name),
+        f"--data_folder={corpus}",
+        "--train_list=train.csv",
+        "--trial_lists=[]",
+        "--noise_folder=null",
+        "--rir_folder=null",
+        "--frame_length=4000",
+        "--number_of_epochs=1",
+        "--num_workers=0",
+        "--noprogressbar",
+        "--eval_untrained=False",
+        "--batch_size=8",
+        "--dataloader_options={shuffle: False}",
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "yaml_name, extra, modules",
+    [
+        (
+            "simclr_ecapa.yaml",
+            ["--channels=[16,16,16,16,48]", "--emb_dim=16"],
+            ["embedding_model"],
+        ),
+        (
+            "moco_ecapa.yaml",
+            ["--channels=[16,16,16,16,48]", "--emb_dim=16", "--queue_size=16"],
+            ["embedding_model", "teacher_model"],
+        ),
+    ],
+)
+def test_two_processes_equal_one(tiny_corpus, tmp_path, yaml_name, extra, modules):
+    hp = os.path.join(ROOT, "recipes", "VoxCeleb", "SSL", "hparams", yaml_name)
+    if not os.path.isfile(hp):
+        pytest.skip(f"{yaml_name} not available")
+    args = _common(tiny_corpus, yaml_name, extra)
+    one = _train(args, 1, tmp_path / "one")
+    two = _train(args, 2, tmp_path / "two")
+    for name in modules:
+        a = torch.load(os.path.join(one, f"{name}.ckpt"))
+        b = torch.load(os.path.join(two, f"{name}.ckpt"))
+        for key in a:
+            if a[key].is_floating_point():
+                diff = (a[key] - b[key]).abs().max().item()
+                assert diff < 1e-5, f"{name}.{key} differs by {diff}"
