@@ -1,47 +1,614 @@
-"""Score trial lists and write ``verification.json``.
+"""Score trial lists with every back-end and write the verification report.
+
+:func:`run_verification` is the one entry point used by ``train.py`` (after training)
+and ``evaluate.py``:
+
+1. every file of every trial list (plus the cohort, PLDA training and calibration
+   files when needed) is embedded **once** (``embeddings.extract_embeddings``: full
+   utterances or ``n_crops`` averaged crops, batched by length), through an
+   :class:`~sslsv_sb.evaluation.cache.EmbeddingCache` keyed by the model weights,
+   the file list and the extraction settings (a changed checkpoint is a miss);
+2. back-ends: ``cosine``; ``cosine_<norm>`` for the score normalisation
+   ``z-norm | t-norm | s-norm | as-norm`` (cohort: ``n_cohort`` random train files,
+   top-``cohort_top_k`` for AS-norm); ``plda`` (SpeechBrain PLDA trained on the
+   labelled train list);
+3. optional calibration: an affine LLR map per back-end is trained on a held-out
+   trial list (``calibration_list``) and applied to every list, adding ``actdcf_<p>``
+   and ``cllr``;
+4. outputs in ``out_dir``: ``verification.json``, ``verification.md``,
+   ``scores_<tag>.npz`` and PNG plots under ``plots/`` (DET trained vs untrained per
+   list, score histograms, t-SNE of the test embeddings coloured by speaker).
 
 Schema of ``verification.json``::
 
     {
-      "lists": {"<trial list name>": {"<backend>": {"eer": %, "mindcf_0.01": ..,
-                                                     "mindcf_0.05": .., ...}}},
-      "untrained": {"lists": {...}},          # same metrics for the untrained encoder
-      "meta": {"method": .., "encoder": .., "n_params": .., ...}
+      "lists": {"<trial list name>": {"<backend>": {
+          "eer": %, "mindcf_0.01": .., "mindcf_0.05": .., "min_cllr": bits,
+          "avg_rprec": fraction, "n_target": int, "n_nontarget": int,
+          # with a calibration list only:
+          "actdcf_0.01": .., "actdcf_0.05": .., "cllr": bits}}},
+      "untrained": {"lists": {...}},   # cosine metrics of the untrained encoder
+      "meta": {"method": .., "encoder": .., "backends": [..], "score_norm": ..,
+               "cache": {"hits": [..], "misses": [..]}, "calibration": {..}, ...}
     }
+
+Back-end names: ``cosine``, ``cosine_as-norm`` (or ``_z-norm``, ...), ``plda``.
 """
 
 import json
+import logging
 import os
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from sslsv_sb.data.lists import read_trials, resolve
+from sslsv_sb.data.lists import read_train_list, read_trials, resolve
+from sslsv_sb.errors import SSLSVError
+from sslsv_sb.evaluation.cache import EmbeddingCache
 from sslsv_sb.evaluation.embeddings import extract_embeddings
-from sslsv_sb.evaluation.metrics import verification_metrics
+from sslsv_sb.evaluation.metrics import act_dcf, cllr, verification_metrics
+from sslsv_sb.evaluation.scoring import (
+    SCORE_NORMS,
+    PLDABackend,
+    cosine_scores,
+    score_normalization,
+)
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("cosine", "plda")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation settings (yaml keys in brackets; ``evaluate.py`` flags in quotes).
+
+    Attributes
+    ----------
+    trial_lists : list of str
+        [``trial_lists``] Trial lists, relative to the data folder or absolute.
+    backends : list of str
+        [``eval_backends``, "--backends"] Subset of ``cosine``, ``plda``.
+    score_norm : str or None
+        [``eval_score_norm``, "--score_norm"] ``z-norm|t-norm|s-norm|as-norm``
+        applied to cosine scores (reported as ``cosine_<norm>``).
+    n_cohort : int
+        [``eval_n_cohort``, "--n_cohort"] Random train files forming the cohort.
+    cohort_top_k : int
+        [``eval_cohort_top_k``, "--cohort_top_k"] Top-k cohort scores (AS-norm).
+    train_list : str or None
+        [``train_list``] Cohort and PLDA training files.
+    label_key : str
+        [``eval_label_key``] Speaker column of the train list (PLDA).
+    plda_rank_f, plda_nb_iter, plda_scaling_factor : int, int, float
+        [``eval_plda_rank_f`` ...] SpeechBrain PLDA settings (sslsv: 100, 10, 1.0).
+    plda_max_files : int or None
+        [``eval_plda_max_files``] Random subset of the train list for PLDA.
+    calibration_list : str or None
+        [``eval_calibration_list``, "--calibration_list"] Held-out trial list.
+    calibration_p_target : float
+        Effective prior of the calibration.
+    p_targets : list of float
+        [``eval_p_targets``] Operating points of minDCF / actDCF.
+    crop_seconds, n_crops, num_workers : float or None, int, int
+        [``eval_crop_seconds``, ``eval_n_crops``, ``eval_num_workers``].
+    plots : bool
+        [``eval_plots``] Write PNG plots.
+    tsne_labels : str or None
+        [``eval_tsne_labels``] ``File,Speaker`` CSV for the t-SNE colours (default:
+        first path component after the common prefix of the test files).
+    tsne_max_points : int
+        Random subset of test files in the t-SNE.
+    cache : bool
+        [``eval_cache``] Use the embedding cache in ``<out_dir>/embeddings_cache``.
+    seed : int
+        [``seed``] Cohort / subset / t-SNE sampling.
+    sample_rate : int
+        [``sample_rate``].
+    """
+
+    trial_lists: list = field(default_factory=list)
+    backends: list = field(default_factory=lambda: ["cosine"])
+    score_norm: str = None
+    n_cohort: int = 2000
+    cohort_top_k: int = 300
+    train_list: str = None
+    label_key: str = "Speaker"
+    plda_rank_f: int = 100
+    plda_nb_iter: int = 10
+    plda_scaling_factor: float = 1.0
+    plda_max_files: int = None
+    calibration_list: str = None
+    calibration_p_target: float = 0.01
+    p_targets: list = field(default_factory=lambda: [0.01, 0.05])
+    crop_seconds: float = None
+    n_crops: int = 1
+    num_workers: int = 0
+    plots: bool = True
+    tsne_labels: str = None
+    tsne_max_points: int = 2000
+    cache: bool = True
+    seed: int = 0
+    sample_rate: int = 16000
+
+    # yaml key -> field (fields not listed use "eval_<field>")
+    _PLAIN = ("trial_lists", "train_list", "seed", "sample_rate")
+
+    @classmethod
+    def from_hparams(cls, hparams, **overrides):
+        """Settings from a loaded yaml (``eval_*`` keys), then ``overrides``.
+
+        Arguments
+        ---------
+        hparams : dict
+            Loaded yaml (missing keys keep the defaults).
+        **overrides
+            Field values that win over the yaml (None values are ignored).
+
+        Returns
+        -------
+        EvalConfig
+        """
+        kw = {}
+        for f in fields(cls):
+            key = f.name if f.name in cls._PLAIN else f"eval_{f.name}"
+            if key in hparams and hparams[key] is not None:
+                kw[f.name] = hparams[key]
+        for k, v in overrides.items():
+            if k not in {f.name for f in fields(cls)}:
+                raise SSLSVError(f"unknown evaluation setting {k!r}")
+            if v is not None:
+                kw[k] = v
+        cfg = cls(**kw)
+        cfg.validate()
+        return cfg
+
+    def validate(self):
+        """Raise :class:`SSLSVError` naming the key of a bad setting."""
+        if isinstance(self.backends, str):
+            self.backends = [self.backends]
+        self.backends = list(self.backends)
+        self.trial_lists = list(self.trial_lists or [])
+        bad = [b for b in self.backends if b not in BACKENDS]
+        if bad or not self.backends:
+            raise SSLSVError(
+                f"eval_backends / --backends: unknown back-end(s) {bad or '[]'}; "
+                f"choose from {list(BACKENDS)}"
+            )
+        if self.score_norm in ("", "none", "None", False):
+            self.score_norm = None
+        if self.score_norm is not None and self.score_norm not in SCORE_NORMS:
+            raise SSLSVError(
+                f"eval_score_norm / --score_norm: unknown {self.score_norm!r}; "
+                f"choose from {list(SCORE_NORMS)} or null"
+            )
+        needs_train = "plda" in self.backends or self.score_norm is not None
+        if needs_train and not self.train_list:
+            raise SSLSVError(
+                "train_list: needed for PLDA / score normalisation (cohort) but not set"
+            )
+        for key in ("n_cohort", "cohort_top_k", "plda_rank_f", "n_crops"):
+            if int(getattr(self, key)) < 1:
+                raise SSLSVError(f"eval_{key}: must be >= 1, got {getattr(self, key)}")
+        self.p_targets = [float(p) for p in self.p_targets]
+
+
+# ------------------------------------------------------------------------- helpers
+def speaker_of(files):
+    """Speaker of each file: first path component after the common prefix.
+
+    ``wav/id10001/sess/00001.wav`` -> ``id10001`` when all files start with ``wav/``.
+
+    Arguments
+    ---------
+    files : list of str
+
+    Returns
+    -------
+    list of str
+    """
+    parts = [os.path.normpath(f).split(os.sep) for f in files]
+    n = 0
+    while all(len(p) > n + 1 for p in parts) and len({p[n] for p in parts}) == 1:
+        n += 1
+    return [p[n] for p in parts]
+
+
+def _resolve_list(name, key, data_folder):
+    path = resolve(name, data_folder)
+    if not os.path.isfile(path):
+        raise SSLSVError(f"{key}: trial list {name!r} not found (looked for {path})")
+    return path
+
+
+def _embed_sets(encode, sets, cfg, cache, progress):
+    """Embed several named file sets, extracting each distinct file once.
+
+    Arguments
+    ---------
+    sets : dict
+        ``{set name: list of absolute paths}``.
+
+    Returns
+    -------
+    dict
+        ``{set name: (len(paths), D) float32 array}``.
+    """
+    out, todo = {}, {}
+    for name, paths in sets.items():
+        emb = cache.load(name, paths)
+        if emb is None:
+            todo[name] = paths
+        else:
+            out[name] = emb
+    if todo:
+        files = sorted({p for paths in todo.values() for p in paths})
+        emb = extract_embeddings(
+            encode,
+            files,
+            crop_seconds=cfg.crop_seconds,
+            n_crops=int(cfg.n_crops),
+            num_workers=int(cfg.num_workers),
+            sample_rate=int(cfg.sample_rate),
+            progress=progress,
+        )
+        row = {f: i for i, f in enumerate(files)}
+        for name, paths in todo.items():
+            out[name] = emb[[row[p] for p in paths]]
+            cache.save(name, paths, out[name])
+    return out
+
+
+def _trial_index(trials, files):
+    row = {f: i for i, f in enumerate(files)}
+    e = np.fromiter((row[p] for p in trials.enrol), np.int64, len(trials.enrol))
+    t = np.fromiter((row[p] for p in trials.test), np.int64, len(trials.test))
+    return e, t
 
 
 def cosine_trial_scores(emb, index, trials):
-    """Cosine scores of a trial list from L2-normalised embeddings.
+    """Cosine scores of a trial list (kept for callers of the old API).
 
     Arguments
     ---------
     emb : np.ndarray
-        ``(n_files, D)`` L2-normalised embeddings.
+        ``(n_files, D)`` embeddings.
     index : dict
         Listed path -> row of ``emb``.
     trials : Trials
-        Parsed trial list.
 
     Returns
     -------
-    np.ndarray
-        ``(n_trials,)`` scores (vectorised row-wise dot products).
+    np.ndarray, (n_trials,)
     """
     e = np.fromiter((index[p] for p in trials.enrol), dtype=np.int64)
     t = np.fromiter((index[p] for p in trials.test), dtype=np.int64)
-    return np.einsum("ij,ij->i", emb[e], emb[t])
+    return cosine_scores(emb, emb, e, t)
 
 
+def _load_json(path):
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _load_scores(path):
+    if not os.path.isfile(path):
+        return {}
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+# ---------------------------------------------------------------------------- main
+def run_verification(
+    encode,
+    config,
+    data_folder,
+    out_dir,
+    *,
+    model_id=None,
+    tag="trained",
+    meta=None,
+    progress=False,
+    **overrides,
+):
+    """Embed, score every trial list with every back-end, write the report.
+
+    Arguments
+    ---------
+    encode : callable
+        ``encode(wavs (N, L), lengths (N,)) -> (N, D)`` (e.g. ``brain.encode``).
+    config : EvalConfig or dict
+        Settings, or a loaded yaml read by :meth:`EvalConfig.from_hparams`.
+    data_folder : str
+        Folder the lists are relative to.
+    out_dir : str
+        Run folder receiving the outputs.
+    model_id : str or None
+        :func:`~sslsv_sb.evaluation.cache.model_fingerprint` of the model behind
+        ``encode``; None disables the embedding cache.
+    tag : str
+        ``"trained"``: full report (json, md, plots). ``"untrained"``: cosine only,
+        merged into ``verification_untrained.json`` / ``scores_untrained.npz`` and
+        used as the baseline of later trained reports.
+    meta : dict or None
+        Run description stored under ``"meta"``.
+    progress : bool
+        Progress bar while embedding.
+    **overrides
+        :class:`EvalConfig` fields overriding ``config``.
+
+    Returns
+    -------
+    dict
+        The ``verification.json`` payload (for ``tag="untrained"``:
+        ``{"lists": ...}``).
+    """
+    if isinstance(config, EvalConfig):
+        cfg = EvalConfig(
+            **{
+                **asdict(config),
+                **{k: v for k, v in overrides.items() if v is not None},
+            }
+        )
+        cfg.validate()
+    else:
+        cfg = EvalConfig.from_hparams(config, **overrides)
+    if tag not in ("trained", "untrained"):
+        raise ValueError(f"tag must be 'trained' or 'untrained', got {tag!r}")
+    if tag == "untrained":
+        cfg.backends, cfg.score_norm, cfg.calibration_list = ["cosine"], None, None
+    if not cfg.trial_lists:
+        raise SSLSVError("trial_lists: no trial list to score")
+    os.makedirs(out_dir, exist_ok=True)
+    rng = np.random.default_rng(int(cfg.seed))
+
+    # ---- lists and file sets
+    trials = []
+    for name in cfg.trial_lists:
+        path = _resolve_list(name, "trial_lists", data_folder)
+        trials.append(read_trials(path, data_folder))
+    names = [t.name for t in trials]
+    if len(set(names)) != len(names):
+        raise SSLSVError(f"trial_lists: two lists share a name: {names}")
+    calib = None
+    if cfg.calibration_list:
+        path = _resolve_list(cfg.calibration_list, "eval_calibration_list", data_folder)
+        calib = read_trials(path, data_folder)
+    sets = {
+        f"list_{t.name}": [resolve(f, data_folder) for f in t.files()] for t in trials
+    }
+    if calib is not None:
+        sets[f"calibration_{calib.name}"] = [
+            resolve(f, data_folder) for f in calib.files()
+        ]
+    train_df = None
+    if "plda" in cfg.backends or cfg.score_norm:
+        train_path = resolve(cfg.train_list, data_folder)
+        label = cfg.label_key if "plda" in cfg.backends else None
+        train_df = read_train_list(train_path, data_folder, label_key=label)
+        stem = os.path.splitext(os.path.basename(train_path))[0]
+        if cfg.score_norm:
+            n = min(int(cfg.n_cohort), len(train_df))
+            pick = np.sort(rng.choice(len(train_df), n, replace=False))
+            sets[f"cohort_{stem}_{n}_seed{cfg.seed}"] = list(
+                train_df["path"].iloc[pick]
+            )
+        if "plda" in cfg.backends:
+            n = (
+                len(train_df)
+                if cfg.plda_max_files is None
+                else min(int(cfg.plda_max_files), len(train_df))
+            )
+            pick = np.sort(rng.choice(len(train_df), n, replace=False))
+            plda_df = train_df.iloc[pick]
+            sets[f"plda_{stem}_{n}_seed{cfg.seed}"] = list(plda_df["path"])
+
+    settings = {
+        "crop_seconds": cfg.crop_seconds,
+        "n_crops": int(cfg.n_crops) if cfg.crop_seconds else 1,
+        "sample_rate": int(cfg.sample_rate),
+        "normalize": True,
+    }
+    cache = EmbeddingCache(
+        os.path.join(out_dir, "embeddings_cache"),
+        model_id if cfg.cache else None,
+        settings,
+    )
+    emb = _embed_sets(encode, sets, cfg, cache, progress)
+
+    # ---- back-ends
+    cohort = next((v for k, v in emb.items() if k.startswith("cohort_")), None)
+    plda = None
+    if "plda" in cfg.backends:
+        key = next(k for k in emb if k.startswith("plda_"))
+        x = emb[key]
+        rank = min(int(cfg.plda_rank_f), x.shape[1])
+        n_spk = plda_df["label"].nunique()
+        if n_spk < 2:
+            raise SSLSVError(
+                f"{cfg.train_list}: PLDA needs >= 2 speakers, found {n_spk}"
+            )
+        plda = PLDABackend(
+            rank_f=rank,
+            nb_iter=int(cfg.plda_nb_iter),
+            scaling_factor=float(cfg.plda_scaling_factor),
+        ).fit(x, list(plda_df["label"]))
+
+    def score_list(t, x):
+        files = t.files()
+        e_idx, t_idx = _trial_index(t, files)
+        out = {}
+        if "cosine" in cfg.backends:
+            raw = cosine_scores(x, x, e_idx, t_idx)
+            out["cosine"] = raw
+            if cfg.score_norm:
+                out[f"cosine_{cfg.score_norm}"] = score_normalization(
+                    raw,
+                    x,
+                    x,
+                    cohort,
+                    method=cfg.score_norm,
+                    top_k=int(cfg.cohort_top_k),
+                    enrol_idx=e_idx,
+                    test_idx=t_idx,
+                )
+        elif cfg.score_norm:
+            raise SSLSVError("eval_score_norm needs the 'cosine' back-end")
+        if plda is not None:
+            out["plda"] = plda.score_indices(x, e_idx, t_idx)
+        return out
+
+    scores = {t.name: score_list(t, emb[f"list_{t.name}"]) for t in trials}
+    calibrators = {}
+    if calib is not None:
+        from sslsv_sb.evaluation.calibration import Calibrator
+
+        cal_scores = score_list(calib, emb[f"calibration_{calib.name}"])
+        for backend, s in cal_scores.items():
+            calibrators[backend] = Calibrator().fit(
+                s, calib.labels, p_target=float(cfg.calibration_p_target)
+            )
+
+    results = {}
+    for t in trials:
+        results[t.name] = {}
+        for backend, s in scores[t.name].items():
+            m = verification_metrics(
+                s,
+                t.labels,
+                p_targets=tuple(cfg.p_targets),
+                with_min_cllr=True,
+                enrol_ids=np.asarray(t.enrol),
+            )
+            if backend in calibrators:
+                llr = calibrators[backend].transform(s)
+                for p in cfg.p_targets:
+                    m[f"actdcf_{p:g}"] = act_dcf(llr, t.labels, p)[0]
+                m["cllr"] = cllr(llr, t.labels)
+            results[t.name][backend] = m
+
+    # ---- outputs
+    score_file = os.path.join(out_dir, f"scores_{tag}.npz")
+    stored = _load_scores(score_file) if tag == "untrained" else {}
+    for t in trials:
+        stored[f"{t.name}__labels"] = t.labels
+        for backend, s in scores[t.name].items():
+            stored[f"{t.name}__{backend}"] = np.asarray(s, np.float64)
+    np.savez(score_file[: -len(".npz")] + ".tmp.npz", **stored)
+    os.replace(score_file[: -len(".npz")] + ".tmp.npz", score_file)
+
+    if tag == "untrained":
+        path = os.path.join(out_dir, "verification_untrained.json")
+        merged = _load_json(path)
+        merged.update(results)
+        write_json(path, merged)
+        return {"lists": results}
+
+    run_meta = dict(meta or {})
+    run_meta.update(
+        {
+            "backends": sorted({b for r in results.values() for b in r}),
+            "score_norm": cfg.score_norm,
+            "n_cohort": None if cohort is None else int(len(cohort)),
+            "cohort_top_k": int(cfg.cohort_top_k) if cfg.score_norm else None,
+            "extraction": settings,
+            "cache": {"hits": cache.hits, "misses": cache.misses},
+            "model_id": model_id,
+            "trial_lists": list(cfg.trial_lists),
+        }
+    )
+    if calibrators:
+        run_meta["calibration"] = {
+            "list": cfg.calibration_list,
+            **{b: c.to_dict() for b, c in calibrators.items()},
+        }
+        for b, c in calibrators.items():
+            c.save(os.path.join(out_dir, f"calibration_{b}.json"))
+    payload = {"lists": results, "meta": run_meta}
+    untrained = _load_json(os.path.join(out_dir, "verification_untrained.json"))
+    if untrained:
+        payload["untrained"] = {"lists": untrained}
+    if cfg.plots:
+        payload["meta"]["plots"] = _write_plots(
+            out_dir, trials, scores, emb, data_folder, cfg, rng
+        )
+    write_json(os.path.join(out_dir, "verification.json"), payload)
+    with open(os.path.join(out_dir, "verification.md"), "w", encoding="utf-8") as f:
+        f.write(format_markdown(payload))
+    return payload
+
+
+def _write_plots(out_dir, trials, scores, emb, data_folder, cfg, rng):
+    """DET (trained vs untrained), histograms, t-SNE; returns relative paths."""
+    from sslsv_sb.evaluation.plots import plot_det, plot_score_histograms, plot_tsne
+
+    plot_dir = os.path.join(out_dir, "plots")
+    baseline = _load_scores(os.path.join(out_dir, "scores_untrained.npz"))
+    written = []
+    for t in trials:
+        systems = {b: (s, t.labels) for b, s in scores[t.name].items()}
+        if f"{t.name}__cosine" in baseline:
+            systems["untrained cosine"] = (
+                baseline[f"{t.name}__cosine"],
+                baseline[f"{t.name}__labels"],
+            )
+        written.append(
+            plot_det(
+                systems,
+                os.path.join(plot_dir, f"det_{t.name}.png"),
+                title=f"DET {t.name}",
+            )
+        )
+        for b, s in scores[t.name].items():
+            written.append(
+                plot_score_histograms(
+                    s,
+                    t.labels,
+                    os.path.join(plot_dir, f"scores_{t.name}_{b}.png"),
+                    bins=min(100, max(10, len(s) // 20)),
+                    title=f"{t.name} {b}",
+                )
+            )
+    files = sorted({f for t in trials for f in t.files()})
+    x = {}
+    for t in trials:
+        for f, e in zip(t.files(), emb[f"list_{t.name}"]):
+            x[f] = e
+    if cfg.tsne_labels:
+        from sslsv_sb.evaluation.classification import read_label_csv
+
+        rows = read_label_csv(
+            resolve(cfg.tsne_labels, data_folder),
+            "Speaker",
+            data_folder,
+            check_files=False,
+        )
+        lab = {os.path.normpath(r.file): r.label for r in rows}
+        files = [f for f in files if os.path.normpath(resolve(f, data_folder)) in lab]
+        spk = [lab[os.path.normpath(resolve(f, data_folder))] for f in files]
+    else:
+        spk = speaker_of(files)
+    if len(files) > int(cfg.tsne_max_points):
+        keep = np.sort(rng.choice(len(files), int(cfg.tsne_max_points), replace=False))
+        files, spk = [files[i] for i in keep], [spk[i] for i in keep]
+    try:
+        written.append(
+            plot_tsne(
+                np.stack([x[f] for f in files]) if files else np.zeros((0, 1)),
+                spk,
+                os.path.join(plot_dir, "tsne.png"),
+                seed=int(cfg.seed),
+                title="t-SNE of test embeddings (colour = speaker)",
+            )
+        )
+    except ValueError as err:
+        logger.warning("t-SNE skipped: %s", err)
+    return [os.path.relpath(str(p), out_dir) for p in written]
+
+
+# -------------------------------------------------------------------- compatibility
 def score_trial_lists(
     encode,
     trial_files,
@@ -52,6 +619,8 @@ def score_trial_lists(
     progress=False,
 ):
     """Embed every file of the trial lists once and score each list (cosine).
+
+    No files are written (see :func:`run_verification` for the full report).
 
     Returns
     -------
@@ -72,7 +641,11 @@ def score_trial_lists(
     results = {}
     for t in lists:
         scores = cosine_trial_scores(emb, index, t)
-        results[t.name] = {"cosine": verification_metrics(scores, t.labels)}
+        results[t.name] = {
+            "cosine": verification_metrics(
+                scores, t.labels, with_min_cllr=True, enrol_ids=np.asarray(t.enrol)
+            )
+        }
     return results
 
 
@@ -85,9 +658,10 @@ def write_json(path, payload):
 
 
 def format_table(results, untrained=None):
-    """Plain-text table of EER / minDCF per list (and the untrained baseline)."""
+    """Plain-text table of EER / minDCF per list and back-end (+ untrained)."""
     rows = [
-        "list                 backend  system      EER(%)  minDCF(0.01)  minDCF(0.05)"
+        f"{'list':<20} {'backend':<16} {'system':<10} EER(%)  minDCF(0.01)"
+        "  minDCF(0.05)"
     ]
     for name, backends in results.items():
         for backend, m in backends.items():
@@ -96,7 +670,63 @@ def format_table(results, untrained=None):
                 systems.insert(0, ("untrained", untrained[name][backend]))
             for label, mm in systems:
                 rows.append(
-                    f"{name:<20} {backend:<8} {label:<10} {mm['eer']:7.2f}"
-                    f"  {mm['mindcf_0.01']:12.4f}  {mm['mindcf_0.05']:12.4f}"
+                    f"{name:<20} {backend:<16} {label:<10} {mm['eer']:7.2f}"
+                    f"  {mm.get('mindcf_0.01', float('nan')):12.4f}"
+                    f"  {mm.get('mindcf_0.05', float('nan')):12.4f}"
                 )
     return "\n".join(rows)
+
+
+def format_markdown(payload):
+    """Markdown summary of a ``verification.json`` payload."""
+    lists = payload["lists"]
+    untrained = payload.get("untrained", {}).get("lists", {})
+    meta = payload.get("meta", {})
+    cols = [
+        "eer",
+        "mindcf_0.01",
+        "mindcf_0.05",
+        "actdcf_0.01",
+        "cllr",
+        "min_cllr",
+        "avg_rprec",
+    ]
+    heads = [
+        "EER (%)",
+        "minDCF 0.01",
+        "minDCF 0.05",
+        "actDCF 0.01",
+        "Cllr",
+        "minCllr",
+        "AvgRPrec",
+    ]
+    out = ["# Verification results", ""]
+    desc = ", ".join(
+        f"{k}: {meta[k]}"
+        for k in ("method", "encoder", "epochs", "score_norm")
+        if k in meta
+    )
+    if desc:
+        out += [desc, ""]
+    for name, backends in lists.items():
+        n = next(iter(backends.values()))
+        out += [
+            f"## {name} ({n['n_target']} target / {n['n_nontarget']} non-target)",
+            "",
+            "| system | back-end | " + " | ".join(heads) + " |",
+            "|---|---|" + "---|" * len(heads),
+        ]
+        rows = [("untrained", b, m) for b, m in untrained.get(name, {}).items()]
+        rows += [("trained", b, m) for b, m in backends.items()]
+        for system, b, m in rows:
+            vals = [
+                f"{m[c]:.2f}" if c == "eer" else (f"{m[c]:.4f}" if c in m else "-")
+                for c in cols
+            ]
+            out.append(f"| {system} | {b} | " + " | ".join(vals) + " |")
+        out.append("")
+    if "calibration" in meta:
+        out += [f"Calibrated on `{meta['calibration']['list']}` (actDCF, Cllr).", ""]
+    for p in meta.get("plots", []):
+        out.append(f"![{os.path.basename(p)}]({p})")
+    return "\n".join(out) + "\n"

@@ -195,11 +195,6 @@ def main(argv):
     )
     trial_files = [resolve(t, data_folder) for t in hparams.get("trial_lists", [])]
     out = hparams["output_folder"]
-    eval_kwargs = {
-        "crop_seconds": hparams.get("eval_crop_seconds"),
-        "n_crops": hparams.get("eval_n_crops", 1),
-        "num_workers": hparams.get("eval_num_workers", 0),
-    }
     untrained_path = os.path.join(out, "verification_untrained.json")
     if (
         trial_files
