@@ -154,3 +154,35 @@ class StepLogger:
             self.writer.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def make_optimizer(
+    params, name="adam", lr=1e-3, weight_decay=0.0, momentum=0.9, betas=(0.9, 0.999)
+):
+    """Optimiser chosen by name, so a yaml key (``--optimizer=sgd``) can switch it.
+
+    HyperPyYAML merges a command-line override into a tagged node's arguments rather
+    than replacing the tag, so ``--opt_class=!name:torch.optim.SGD`` would keep Adam;
+    sslsv's ``optimizer: adam|sgd|adamw`` choice is offered this way instead.
+
+    Arguments
+    ---------
+    params : iterable
+        Parameters or parameter groups.
+    name : str
+        ``adam``, ``adamw`` or ``sgd`` (SGD with momentum, as in sslsv and DINO).
+    lr, weight_decay, momentum, betas
+        Usual hyper-parameters (momentum for SGD, betas for Adam/AdamW).
+    """
+    from sslsv_sb.errors import SSLSVError
+
+    name = str(name).lower()
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=betas)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, weight_decay=weight_decay, momentum=momentum
+        )
+    raise SSLSVError(f"optimizer: unknown name {name!r} (adam, adamw or sgd)")

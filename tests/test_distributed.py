@@ -107,6 +107,11 @@ def _common(corpus, yaml_name, extra):
         "--eval_untrained=False",
         "--batch_size=8",
         "--dataloader_options={shuffle: False}",
+        # SGD: Adam would blow float round-off on zero-gradient parameters (the
+        # bias of a softmax-attention logit) up to a full lr-sized step.
+        "--optimizer_type=sgd",
+        "--lr=0.01",
+        "--temperature=0.5",
         *extra,
     ]
 
@@ -140,4 +145,7 @@ def test_two_processes_equal_one(tiny_corpus, tmp_path, yaml_name, extra, module
         for key in a:
             if a[key].is_floating_point():
                 diff = (a[key] - b[key]).abs().max().item()
-                assert diff < 1e-5, f"{name}.{key} differs by {diff}"
+                # Parameters: 1e-5 absolute; BatchNorm running statistics (large
+                # values, e.g. variances of raw features): 1e-5 relative.
+                scale = a[key].abs().max().item() if "running_" in key else 1.0
+                assert diff < 1e-5 * max(scale, 1.0), f"{name}.{key} differs by {diff}"

@@ -1,0 +1,261 @@
+"""DINO for speaker embeddings (Caron et al., "Emerging Properties in Self-Supervised
+Vision Transformers", arXiv 2104.14294).
+
+Self-distillation without labels: a student (encoder + :class:`DINOHead`) sees 2
+global crops and N local crops of each utterance; an EMA teacher (same architecture,
+cosine momentum 0.996 -> 1) sees the 2 global crops only. The teacher's outputs are
+centred (momentum 0.9, global-batch mean) and sharpened (temperature with an optional
+warm-up), and the student (temperature 0.1) is trained to match them across views
+(:class:`~sslsv_sb.losses.dino.DINOLoss`). **Evaluation uses the teacher encoder.**
+
+Multi-crop: the yaml's ``view_groups: {views: [2, 64000], local_views: [4, 32000]}``
+gives ``batch.views (B, 2, Lg)`` and ``batch.local_views (B, 4, Ll)``; both lengths
+are honoured exactly and each length group goes through the encoder in its own pass
+(no padding, no cropping), as in the DINO code (sslsv always cut locals to ``Lg // 2``
+and padded shorter ones with -100, inventory §9 item 5).
+
+Optimisation (DINO code / sslsv): biases and norm parameters without weight decay
+(``no_weight_decay_bias_norm: True``); after backward, the gradient of **every
+parameter** is clipped to norm ``clip_grad`` (3.0) separately; the gradients of the
+head's last (weight-normalised) layer are dropped during the first
+``freeze_last_layer`` epoch(s) (1). Optional per-step linear warm-up + cosine LR
+(``warmup_cosine: True``).
+
+sslsv's ECAPA headline ``dino_enc-ECAPATDNN-1024_proj-2048-BN-G-2048-BN-G-256-L2-65536
+_G-2x4_L-4x2_t-0.04``: 80 mel, head 2048-2048-256 -> 65536, tau_s 0.1, tau_t 0.04,
+80 epochs, batch 128, SGD lr 0.2 (x0.95 / 5 epochs), wd 5e-5, aug strategy ``all``;
+2.82 % EER / 0.3463 minDCF on VoxCeleb1-O (``hparams/dino_ecapa.yaml``).
+"""
+
+import speechbrain as sb
+import torch
+
+from sslsv_sb.brains.barlow_twins import epoch0
+from sslsv_sb.brains.base import unwrap
+from sslsv_sb.brains.momentum import MomentumBrain
+from sslsv_sb.schedules import cosine_warmup_lr
+
+
+@torch.no_grad()
+def clip_gradients_per_parameter(parameters, max_norm, eps=1e-6):
+    """Clip the gradient of each parameter to L2 norm ``max_norm`` on its own.
+
+    DINO's ``utils.clip_gradients`` (and sslsv): ``coef = max_norm / (||g|| + 1e-6)``,
+    ``g <- coef * g`` when ``coef < 1``. Unlike ``torch.nn.utils.clip_grad_norm_``,
+    the norm is per parameter, not over all parameters.
+
+    Arguments
+    ---------
+    parameters : iterable of torch.Tensor
+        Parameters (those without a gradient are skipped).
+    max_norm : float
+        Maximal gradient norm of each parameter.
+    eps : float
+        Added to the norm (DINO: 1e-6).
+
+    Returns
+    -------
+    list of torch.Tensor
+        The per-parameter gradient norms before clipping (0-d tensors).
+
+    Example
+    -------
+    >>> p = torch.nn.Parameter(torch.zeros(2)); p.grad = torch.tensor([3.0, 4.0])
+    >>> q = torch.nn.Parameter(torch.zeros(1)); q.grad = torch.tensor([0.5])
+    >>> _ = clip_gradients_per_parameter([p, q], 1.0)
+    >>> [round(float(x.grad.norm()), 4) for x in (p, q)]
+    [1.0, 0.5]
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return []
+    norms = torch._foreach_norm(grads)
+    coefs = [(max_norm / (n + eps)).clamp(max=1.0) for n in norms]
+    torch._foreach_mul_(grads, coefs)
+    return norms
+
+
+def sync_teacher_batchnorm(brain):
+    """Synchronised BatchNorm in the EMA teachers under DDP (as in the DINO code).
+
+    The base Brain converts BatchNorm to synchronised BatchNorm only in the modules it
+    DDP-wraps (the trainable ones). A frozen teacher is never wrapped, so without this
+    its training-mode BatchNorm would normalise with per-rank statistics, unlike one
+    process on the global batch (DINO converts the teacher too; sslsv converts the
+    whole model). Conversion is in place below the top-level module, so the
+    checkpointer's objects and the state-dict keys are unchanged. Off with
+    ``sync_batchnorm: False`` or without DDP.
+    """
+    if not brain.distributed_launch or not getattr(
+        brain.hparams, "sync_batchnorm", True
+    ):
+        return
+    for _, t_key in getattr(brain.hparams, "momentum_pairs", []):
+        teacher = brain.modules[t_key]
+        if brain.device_type == "cuda":
+            converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(teacher)
+        else:
+            from sslsv_sb.distributed import convert_sync_batchnorm_cpu
+
+            converted = convert_sync_batchnorm_cpu(teacher)
+        if converted is not teacher:
+            raise ValueError(f"teacher module {t_key} must not be a bare BatchNorm")
+        converted.requires_grad_(False)
+
+
+class DINOBrain(MomentumBrain):
+    """DINO (arXiv 2104.14294) with multi-crop, EMA teacher and teacher inference.
+
+    ``modules`` (yaml):
+
+    * ``compute_features``, ``mean_var_norm``, ``embedding_model`` (student encoder),
+      ``head`` (:class:`~sslsv_sb.models.heads.DINOHead`);
+    * ``teacher_model`` and ``teacher_head``: the same constructors (the encoder block
+      included twice); listed in ``momentum_pairs``
+      (``[[embedding_model, teacher_model], [head, teacher_head]]``) and in the
+      checkpointer's recoverables. :class:`MomentumBrain` copies the student into
+      them at fit start (before recovery), freezes them (no optimiser, no DDP) and
+      EMA-updates them after every optimiser step;
+    * ``augment`` (optional), ``loss`` (:class:`~sslsv_sb.losses.dino.DINOLoss`; its
+      ``center`` buffer is a recoverable too).
+
+    hparams: ``clip_grad`` (per-parameter max gradient norm, 0 / None: off; set
+    the global ``max_grad_norm: .inf``), ``freeze_last_layer`` (epochs),
+    ``warmup_cosine`` (False: the yaml's epoch-level ``lr_annealing``, sslsv's x0.95
+    every 5 epochs; True: per-step ``schedules.cosine_warmup_lr`` from ``lr`` down
+    to ``min_lr`` after ``warmup_epochs``), ``no_weight_decay_bias_norm``.
+
+    DDP: the centre update all-reduces inside the loss, which every rank calls once
+    per step; the teacher is never wrapped (it has no trainable parameter) but its
+    BatchNorm is synchronised (:func:`sync_teacher_batchnorm`).
+
+    Example
+    -------
+    See ``hparams/dino_ecapa.yaml`` and ``tests/brains/test_noncontrastive_brains.py``.
+    """
+
+    method_name = "dino"
+
+    # ------------------------------------------------------------------ modules
+    def teacher_modules(self):
+        """``(compute_features, mean_var_norm, teacher_model)`` for :meth:`embed`."""
+        return (
+            self.modules.compute_features,
+            self.modules.mean_var_norm,
+            self.modules.teacher_model,
+        )
+
+    def inference_modules(self):
+        """Evaluation embeddings come from the **teacher** encoder (DINO, sslsv)."""
+        return (
+            unwrap(self.modules.compute_features),
+            unwrap(self.modules.mean_var_norm),
+            unwrap(self.modules.teacher_model),
+        )
+
+    def _wrap_distributed(self):
+        """DDP-wrap the student (base), then synchronise the teachers' BatchNorm."""
+        super()._wrap_distributed()
+        sync_teacher_batchnorm(self)
+
+    # ------------------------------------------------------------------ forward
+    def crops(self, batch):
+        """``(global (B, G, Lg), local (B, N, Ll) or None)`` on the device."""
+        globals_ = self.get_views(batch, "views")
+        local = None
+        if getattr(batch, "local_views", None) is not None:
+            local = self.get_views(batch, "local_views")
+        return globals_, local
+
+    def compute_forward(self, batch, stage):
+        """Student logits of every crop and teacher logits of the global crops.
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            ``batch.views (B, G, Lg)`` global crops and, optionally,
+            ``batch.local_views (B, N, Ll)`` local crops.
+        stage : sb.Stage
+            Augmentation in TRAIN.
+
+        Returns
+        -------
+        student : torch.Tensor
+            ``((G + N) * B, K)`` view-major logits (globals first).
+        teacher : torch.Tensor
+            ``(G * B, K)`` view-major logits, without gradient.
+        """
+        globals_, local = self.crops(batch)
+        xg = self.augment(self.view_major(globals_), stage)  # (G*B, Lg)
+        feats = [self.embed(xg)]  # one encoder pass per crop length
+        if local is not None:
+            xl = self.augment(self.view_major(local), stage)  # (N*B, Ll)
+            feats.append(self.embed(xl))
+        student = self.modules.head(torch.cat(feats))  # ((G+N)*B, K)
+        with torch.no_grad():
+            yt = self.embed(xg, modules=self.teacher_modules())  # same global crops
+            teacher = self.modules.teacher_head(yt).detach()  # (G*B, K)
+        return student, teacher
+
+    def compute_objectives(self, predictions, batch, stage):
+        """DINO loss at the 0-based epoch (teacher-temperature schedule)."""
+        student, teacher = predictions
+        loss = self.modules.loss(student, teacher, epoch=epoch0(self))
+        if stage == sb.Stage.TRAIN:
+            self.record(**self.modules.loss.last_metrics)
+        return loss
+
+    # ------------------------------------------------------------------ optimisation
+    def warmup_cosine_lr(self, step, total_steps):
+        """Per-step LR: linear warm-up over ``warmup_epochs``, cosine to ``min_lr``.
+
+        ``schedules.cosine_warmup_lr`` with the warm-up converted from epochs to
+        optimiser steps (``lr`` is the peak LR).
+        """
+        per_epoch = getattr(self, "steps_per_epoch", 0) // max(
+            1, self.grad_accumulation_factor
+        )
+        warmup = min(
+            total_steps, int(getattr(self.hparams, "warmup_epochs", 0)) * per_epoch
+        )
+        return cosine_warmup_lr(
+            step,
+            total_steps,
+            float(self.hparams.lr),
+            warmup_steps=warmup,
+            min_lr=float(getattr(self.hparams, "min_lr", 0.0)),
+        )
+
+    def on_fit_start(self):
+        """``warmup_cosine: True`` installs the per-step LR (and drops the epoch one).
+
+        The per-step schedule runs in :meth:`SSLBrain.on_fit_batch_start`
+        (``hparams.lr_schedule(step, total_steps)``); the epoch-level
+        ``lr_annealing`` is switched off so the two never fight.
+        """
+        if getattr(self.hparams, "warmup_cosine", False):
+            self.hparams.lr_schedule = self.warmup_cosine_lr
+            self.hparams.lr_annealing = None
+        super().on_fit_start()
+
+    def on_before_optimizer_step(self):
+        """Per-parameter clipping, then the last-layer freeze of the first epoch(s).
+
+        Called by :meth:`SSLBrain.optimizers_step` on unscaled gradients, after the
+        (normally disabled, ``max_grad_norm: .inf``) global clipping.
+        """
+        super().on_before_optimizer_step()
+        clip = getattr(self.hparams, "clip_grad", None)
+        if clip:
+            params = [
+                p
+                for opt in self.optimizers_dict.values()
+                for g in opt.param_groups
+                for p in g["params"]
+            ]
+            clip_gradients_per_parameter(params, float(clip))
+        if epoch0(self) < int(getattr(self.hparams, "freeze_last_layer", 0)):
+            unwrap(self.modules.head).cancel_last_layer_gradients()
+
+
+__all__ = ["DINOBrain", "clip_gradients_per_parameter", "sync_teacher_batchnorm"]
