@@ -77,6 +77,8 @@ class SSLBrain(sb.Brain, abc.ABC):
         """Per-row augmentation (training only), outside autocast: (N, L) -> (N, L)."""
         if stage != sb.Stage.TRAIN or "augment" not in self.modules:
             return wavs
+        if getattr(self.hparams, "augment_in_workers", False):
+            return wavs  # already augmented by the data pipeline
         with torch.autocast(device_type=self.device_type, enabled=False):
             return self.modules.augment(wavs.float())
 

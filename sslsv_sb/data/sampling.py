@@ -152,7 +152,17 @@ class ViewSampler:
     ``(B, count, length)`` per key.
     """
 
-    def __init__(self, groups, seed=0, epoch_state=None, sample_rate=16000):
+    def __init__(
+        self,
+        groups,
+        seed=0,
+        epoch_state=None,
+        sample_rate=16000,
+        partners=None,
+        pair_key="views",
+        augment=None,
+        augment_keys=None,
+    ):
         if not groups:
             raise ValueError("ViewSampler needs at least one view group")
         for key, (count, length) in groups.items():
@@ -162,6 +172,12 @@ class ViewSampler:
         self.seed = int(seed)
         self.epoch_state = epoch_state or EpochState()
         self.sample_rate = sample_rate
+        self.partners = partners
+        self.pair_key = pair_key
+        if partners is not None and self.groups[pair_key][0] < 2:
+            raise ValueError(f"positive pairs need >= 2 crops in group {pair_key!r}")
+        self.augment = augment
+        self.augment_keys = list(augment_keys or [])
 
     @property
     def keys(self):
@@ -173,13 +189,37 @@ class ViewSampler:
         return np.random.default_rng([self.seed, self.epoch_state.epoch, int(index)])
 
     def sample(self, path, index):
-        """Dict ``key -> tensor (count, length)`` for the file at ``path``."""
+        """Dict ``key -> tensor (count, length)`` for the file at ``path``.
+
+        With ``partners`` (supervised positive pairs), the second and later crops of
+        ``pair_key`` come from another utterance of the same speaker, drawn from
+        ``partners[index]`` (a list of paths that never contains ``path`` itself).
+        With ``augment`` (augmentation in loader workers), the groups in
+        ``augment_keys`` are augmented here, each crop independently.
+        """
+        rng = self.rng(index)
         lengths = [n for c, n in self.groups.values() for _ in range(c)]
-        crops = read_crops(path, lengths, self.rng(index), self.sample_rate)
+        crops = read_crops(path, lengths, rng, self.sample_rate)
+        if self.partners is not None and len(self.partners[index]) > 0:
+            others = self.partners[index]
+            other = others[int(rng.integers(len(others)))]
+            start = 0
+            for key, (count, _) in self.groups.items():
+                if key == self.pair_key:
+                    break
+                start += count
+            count, length = self.groups[self.pair_key]
+            crops[start + 1 : start + count] = read_crops(
+                other, [length] * (count - 1), rng, self.sample_rate
+            )
         out, i = {}, 0
         for key, (count, _) in self.groups.items():
             out[key] = torch.from_numpy(np.stack(crops[i : i + count]))
             i += count
+        if self.augment is not None:
+            gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            for key in self.augment_keys:
+                out[key] = self.augment(out[key], generator=gen)
         return out
 
     def generate(self, path, index):

@@ -84,3 +84,36 @@ def test_bad_audio_errors(tmp_path):
         read_crops(str(tmp_path / "bad.wav"), [10], np.random.default_rng(0))
     with pytest.raises(SSLSVError, match="cannot read audio"):
         read_crops(str(tmp_path / "missing.wav"), [10], np.random.default_rng(0))
+
+
+def test_same_speaker_positive_pairs(tmp_path):
+    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+    sf.write(a, np.full(8000, 0.25, dtype="float32"), 16000)
+    sf.write(b, np.full(8000, -0.5, dtype="float32"), 16000)
+    sampler = ViewSampler({"views": (2, 1000)}, seed=0, partners=[[str(b)], []])
+    views = sampler.sample(str(a), 0)["views"]
+    assert views[0].mean() == pytest.approx(0.25, abs=1e-3)  # anchor: own file
+    assert views[1].mean() == pytest.approx(-0.5, abs=1e-3)  # positive: partner
+    alone = sampler.sample(str(a), 1)["views"]  # no partner: same utterance
+    assert alone.mean() == pytest.approx(0.25, abs=1e-3)
+
+
+def test_augmentation_in_workers_is_per_crop_and_reproducible(tmp_path):
+    path = tmp_path / "u.wav"
+    sf.write(path, np.sin(np.arange(16000) * 0.05).astype("float32") * 0.5, 16000)
+    calls = []
+
+    def fake_augment(x, generator=None):
+        calls.append(x.shape)
+        return x + torch.randn(x.shape, generator=generator)
+
+    sampler = ViewSampler(
+        {"views": (2, 4000), "ref_view": (1, 4000)},
+        seed=3,
+        augment=fake_augment,
+        augment_keys=["views"],
+    )
+    out1, out2 = sampler.sample(str(path), 5), sampler.sample(str(path), 5)
+    assert calls == [(2, 4000), (2, 4000)]  # the clean reference crop is untouched
+    assert torch.equal(out1["views"], out2["views"])
+    assert torch.equal(out1["ref_view"], out2["ref_view"])

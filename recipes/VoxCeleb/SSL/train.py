@@ -112,11 +112,31 @@ def make_train_set(hparams, data_folder, epoch_state):
         for item, lab in zip(data.values(), df["label"]):
             item["label"] = classes[lab]
     dataset = sb.dataio.dataset.DynamicItemDataset(data)
+    partners = None
+    if hparams.get("positive_pairs", "same_utterance") == "same_speaker":
+        # Supervised positives: the second view comes from another utterance of the
+        # same speaker (sslsv's "_sup" configs); needs a label column.
+        if not hparams.get("label_key"):
+            raise SSLSVError("positive_pairs: same_speaker needs label_key (Speaker)")
+        groups = df.groupby("label").indices
+        paths = df["path"].to_numpy()
+        partners = [
+            [paths[j] for j in groups[lab] if j != i]
+            for i, lab in enumerate(df["label"])
+        ]
+    augment = None
+    if hparams.get("augment_in_workers") and "augment" in hparams["modules"]:
+        augment = hparams["modules"]["augment"]
     sampler = ViewSampler(
         hparams["view_groups"],
         seed=hparams["seed"],
         epoch_state=epoch_state,
         sample_rate=hparams["sample_rate"],
+        partners=partners,
+        augment=augment,
+        augment_keys=[
+            k for k in ("views", "local_views") if k in hparams["view_groups"]
+        ],
     )
     dataset.add_dynamic_item(
         GeneratorDynamicItem(
@@ -165,6 +185,8 @@ def main(argv):
                 f"{world} processes"
             )
         loader_kwargs["batch_size"] //= world
+    if "augment" in hparams["modules"]:
+        hparams["modules"]["augment"].load(data_folder, seed=hparams["seed"])
     train_set, _ = make_train_set(hparams, data_folder, epoch_state)
     if hparams.get("valid_trial_list"):
         hparams["valid_trial_list_path"] = resolve(
@@ -181,8 +203,6 @@ def main(argv):
                 k: v for k, v in hparams.items() if isinstance(v, int | float | str)
             },
         )
-    if "augment" in hparams["modules"]:
-        hparams["modules"]["augment"].load(data_folder, seed=hparams["seed"])
 
     brain_class = hparams["brain_class"]
     brain = brain_class(
