@@ -1,0 +1,160 @@
+"""MoCo v2+ and MoCo with additive margins for speaker embeddings.
+
+MoCo (He et al., arXiv 1911.05722) / MoCo v2 (Chen et al., arXiv 2003.04297), in the
+symmetric "v2+" form of sslsv (as MoCo v3, arXiv 2104.02057): the online ("query")
+encoder embeds both crops, an EMA ("key", momentum) encoder embeds them too and each
+query is contrasted with the key of the *other* crop (positive) and with a FIFO queue
+of past keys of that crop (negatives), one queue per view
+(:class:`~sslsv_sb.losses.moco.MoCoLoss`, which enqueues the keys itself).
+
+sslsv's speaker headline ``moco_proj-none_Q-32768_t-0.03_m-0.999``: no projector,
+queue 32768, temperature 0.03, momentum 0.999 constant. ``MoCoMarginsBrain`` adds the
+margins of arXiv 2404.14913 on the positive logit.
+"""
+
+import speechbrain as sb
+import torch
+
+from sslsv_sb.brains.momentum import MomentumBrain
+from sslsv_sb.brains.simclr_margins import MarginScheduleMixin, record_loss_metrics
+from sslsv_sb.losses.moco import batch_shuffle, batch_unshuffle
+
+
+class MoCoBrain(MomentumBrain):
+    """MoCo v2+ (arXiv 2003.04297): query encoder vs momentum key encoder + queues.
+
+    ``modules`` (yaml):
+
+    * ``compute_features``, ``mean_var_norm``, ``embedding_model`` (query encoder),
+      optionally ``projector``;
+    * ``teacher_model`` (key encoder, same constructor as ``embedding_model``) and,
+      with a projector, ``teacher_projector``; both listed in ``momentum_pairs``
+      (``[[embedding_model, teacher_model], [projector, teacher_projector]]``) and
+      in the checkpointer's recoverables. :class:`MomentumBrain` copies the student
+      into them at fit start, freezes them and updates them by EMA after every
+      optimiser step (``start_tau: 0.999``, ``tau_scheduler: False`` = constant);
+    * ``loss``: :class:`~sslsv_sb.losses.moco.MoCoLoss` (its queues are buffers:
+      list it in the recoverables too, so a resumed run keeps its negatives).
+
+    hparams: ``label_key`` + ``prevent_class_collisions`` (the loss masks queue
+    entries of the query's class; labels come from ``batch.label``).
+
+    **Shuffle-BN.** The keys are computed on a batch shuffled across ranks with
+    :func:`~sslsv_sb.losses.moco.batch_shuffle` and un-shuffled afterwards. With
+    per-device BatchNorm (DDP with ``sync_batchnorm: False``, sslsv's
+    ``ddp_sync_batchnorm: false``; the key encoder is never DDP-wrapped, so its BN is
+    always per-rank) a query and its key would otherwise be normalised with
+    statistics of the same sub-batch, and the network can find the positive through
+    this leak instead of learning speaker information (arXiv 1911.05722, §3.3).
+    Shuffling gives the key encoder's BN a different random subset of the global
+    batch. In a single process BN is permutation-invariant, so the shuffle is a
+    no-op up to floating point; it is kept so that the code path is the same.
+    Both views are encoded in one key-encoder pass of ``2B`` rows (as the query
+    encoder does), shuffled together. (SpeechBrain's CUDA DDP path always converts
+    the query encoder to SyncBatchNorm; ``sync_batchnorm: False`` acts on CPU/gloo.)
+
+    **Inference** uses the query encoder ``embedding_model`` (as sslsv), which is
+    also what the checkpoint's ``embedding_model.ckpt`` holds.
+
+    Example
+    -------
+    See ``hparams/moco_ecapa.yaml`` and ``tests/brains/test_contrastive_brains.py``.
+    """
+
+    method_name = "moco"
+
+    def query_head(self, y):
+        """Query projector (identity without a ``projector`` module)."""
+        return self.modules.projector(y) if "projector" in self.modules else y
+
+    def key_modules(self):
+        """``(compute_features, mean_var_norm, teacher_model)`` for :meth:`embed`."""
+        return (
+            self.modules.compute_features,
+            self.modules.mean_var_norm,
+            self.modules.teacher_model,
+        )
+
+    def key_head(self, y):
+        """Key projector (identity without a ``teacher_projector`` module)."""
+        if "teacher_projector" in self.modules:
+            return self.modules.teacher_projector(y)
+        return y
+
+    def compute_forward(self, batch, stage):
+        """Queries and keys of both crops.
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            ``batch.views`` ``(B, 2, L)``.
+        stage : sb.Stage
+            Augmentation is applied in TRAIN.
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            ``(q1, q2, k1, k2)``, each ``(B, D')``; queries un-normalised (MagFace /
+            AdaFace margins use their norms), keys without gradient.
+        """
+        views = self.get_views(batch)  # (B, 2, L)
+        if views.shape[1] != 2:
+            raise ValueError(f"MoCo needs 2 views per sample, got {views.shape[1]}")
+        x = self.augment(self.view_major(views), stage)  # (2B, L)
+        q = self.query_head(self.embed(x))  # (2B, D')
+        with torch.no_grad():
+            xs, idx_unshuffle = batch_shuffle(x)  # shuffle-BN
+            k = self.key_head(self.embed(xs, modules=self.key_modules()))
+            k = batch_unshuffle(k, idx_unshuffle).detach()  # (2B, D')
+        q1, q2 = q.chunk(2)
+        k1, k2 = k.chunk(2)
+        return q1, q2, k1, k2
+
+    def batch_labels(self, batch):
+        """``(B,)`` class labels for class-collision masking, or None."""
+        if not getattr(self.hparams, "prevent_class_collisions", False):
+            return None
+        if not getattr(self.hparams, "label_key", None):
+            raise ValueError(
+                "prevent_class_collisions needs label_key (a label column of the "
+                "train list)"
+            )
+        return batch.label.to(self.device).long()
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Symmetric MoCo loss (the loss then enqueues ``k1``, ``k2``).
+
+        Arguments
+        ---------
+        predictions : tuple of torch.Tensor
+            ``(q1, q2, k1, k2)`` from :meth:`compute_forward`.
+        batch : PaddedBatch
+            ``batch.label`` ``(B,)`` is used with ``prevent_class_collisions``.
+        stage : sb.Stage
+            Metrics are recorded in TRAIN.
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar loss.
+        """
+        q1, q2, k1, k2 = predictions
+        loss = self.modules.loss(q1, q2, k1, k2, labels=self.batch_labels(batch))
+        if stage == sb.Stage.TRAIN:
+            record_loss_metrics(self, self.modules.loss)
+        return loss
+
+
+class MoCoMarginsBrain(MarginScheduleMixin, MoCoBrain):
+    """MoCo v2+ with a margin on the positive logit (arXiv 2404.14913).
+
+    Same as :class:`MoCoBrain`; ``loss`` is a
+    :class:`~sslsv_sb.losses.moco.MoCoLoss` built with ``margin=`` (a
+    ``PositiveMargin`` spec) and ``temperature: 0.03`` (sslsv's scale 33.33). The
+    queries reach the loss un-normalised, so MagFace / AdaFace see the real norms
+    (sslsv normalises them first, which makes both margins degenerate).
+    ``margin_scheduler: True`` ramps the margin per epoch
+    (:class:`~sslsv_sb.brains.simclr_margins.MarginScheduleMixin`).
+    """
+
+    method_name = "moco_margins"
