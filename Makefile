@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # A known-good torch/torchaudio pair (CUDA build that also runs on CPU). An existing
 # torch install in the venv is kept; GPU users may set e.g. TORCH_PACKAGES="torch torchaudio".
 TORCH_PACKAGES ?= torch==2.14.1 torchaudio==2.11.0
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2
 # Demo budget on 2 CPU cores: ECAPA C=256, 1 s crops, batch 64, bf16 autocast.
 DEMO_ARGS ?= --output_folder=results/demo/simclr_ecapa \
 	--channels=[256,256,256,256,768] --emb_dim=192 --batch_size=64 \
