@@ -14,8 +14,10 @@ CPU-safe DDP wrapper.
 """
 
 import abc
+import glob
 import logging
 import math
+import os
 import time
 from collections import defaultdict
 
@@ -28,6 +30,7 @@ from sslsv_sb.errors import SSLSVError
 from sslsv_sb.training import RNGState
 
 logger = logging.getLogger(__name__)
+COMPLETE_MARKER = "COMPLETE"
 
 
 def unwrap(module):
@@ -63,6 +66,8 @@ class SSLBrain(sb.Brain, abc.ABC):
             and "rng" not in self.checkpointer.recoverables
         ):
             self.checkpointer.add_recoverable("rng", RNGState())
+        if self.checkpointer is not None:
+            self._make_checkpoints_atomic()
         self.step_logger = getattr(self.hparams, "step_logger", None)
 
     # ------------------------------------------------------------------ views
@@ -329,6 +334,47 @@ class SSLBrain(sb.Brain, abc.ABC):
         )
         return per_epoch * int(self.hparams.epoch_counter.limit)
 
+    # ------------------------------------------------------------------ checkpoints
+    def _make_checkpoints_atomic(self):
+        """Mark a checkpoint complete only after every file of it is written.
+
+        SpeechBrain writes ``CKPT.yaml`` first and the state files after it, so a
+        SIGKILL in between leaves a checkpoint that looks valid and fails to load.
+        Here a ``COMPLETE`` marker is written last; at fit start, checkpoints
+        without it are moved aside (``save/incomplete-*``) and the previous one is
+        used, so killing the run at any moment and re-running the command resumes.
+        """
+        ckpt = self.checkpointer
+        if getattr(ckpt, "_sslsv_atomic", False):
+            return
+        original = ckpt.save_checkpoint
+
+        def save_checkpoint(*args, **kwargs):
+            saved = original(*args, **kwargs)
+            if saved is not None and if_main_process():
+                marker = os.path.join(saved.path, COMPLETE_MARKER)
+                with open(marker, "w", encoding="utf-8") as f:
+                    f.write("complete\n")
+            return saved
+
+        ckpt.save_checkpoint = save_checkpoint
+        ckpt._sslsv_atomic = True
+
+    def _set_aside_incomplete_checkpoints(self):
+        """Move checkpoints lacking the completion marker out of the way."""
+        from speechbrain.utils.distributed import ddp_barrier
+
+        folder = str(self.checkpointer.checkpoints_dir)
+        if if_main_process() and os.path.isdir(folder):
+            for path in sorted(glob.glob(os.path.join(folder, "CKPT+*"))):
+                complete = os.path.isfile(os.path.join(path, COMPLETE_MARKER))
+                if complete and os.path.isfile(os.path.join(path, "CKPT.yaml")):
+                    continue
+                dest = os.path.join(folder, "incomplete-" + os.path.basename(path))
+                os.replace(path, dest)
+                logger.warning("incomplete checkpoint %s moved to %s", path, dest)
+        ddp_barrier()
+
     # ------------------------------------------------------------------ stages
     def on_fit_start(self):
         """Per-rank RNG, then SpeechBrain's start (compile, DDP, optimisers, recovery).
@@ -339,16 +385,21 @@ class SSLBrain(sb.Brain, abc.ABC):
         """
         seed = int(getattr(self.hparams, "seed", 0))
         torch.manual_seed(seed + 1000 * rank())
+        if self.checkpointer is not None:
+            self._set_aside_incomplete_checkpoints()
         try:
             super().on_fit_start()
-        except (RuntimeError, KeyError, ValueError, EOFError, OSError) as err:
+        except SSLSVError:
+            raise
+        except Exception as err:  # noqa: BLE001 -- re-raised unless recovering
             ckpts = self.checkpointer.find_checkpoints() if self.checkpointer else []
-            where_ = ckpts[0].path if ckpts else "the checkpoint folder"
-            msg = " ".join(str(err).split())[:500]
+            if not ckpts:
+                raise
+            msg = " ".join(str(err).split())[:300]
             raise SSLSVError(
-                f"cannot resume from {where_}: {type(err).__name__}: {msg}. The "
-                "checkpoint is corrupt or from another configuration; delete it or "
-                "use another --output_folder."
+                f"cannot resume from {ckpts[0].path}: {type(err).__name__}: {msg}. "
+                "The checkpoint is corrupt or from another configuration; delete it "
+                "or use another --output_folder."
             ) from err
 
     def on_stage_start(self, stage, epoch=None):

@@ -1,0 +1,156 @@
+"""SSLBrain reliability: non-finite losses, clipping, early stopping, RNG state."""
+
+import functools
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import speechbrain as sb
+import torch
+from speechbrain.utils.epoch_loop import EpochCounter
+from torch import nn
+
+from sslsv_sb.brains.simclr import SimCLRBrain
+from sslsv_sb.errors import SSLSVError
+from sslsv_sb.losses.ntxent import NTXentLoss
+from sslsv_sb.training import RNGState, make_optimizer
+
+B, L = 4, 400
+
+
+class Frames(nn.Module):
+    def forward(self, wavs):
+        return wavs.reshape(wavs.shape[0], -1, 40)
+
+
+class NoNorm(nn.Module):
+    def forward(self, feats, lengths=None):
+        return feats
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(40, 8)
+        self.out_dim = 8
+
+    def forward(self, feats, lengths=None):
+        return self.linear(feats).mean(dim=1)
+
+
+class NaNAtStep(NTXentLoss):
+    """NT-Xent that returns NaN at the given (1-based) call."""
+
+    def __init__(self, bad_call):
+        super().__init__(0.1, gather_distributed=False)
+        self.calls, self.bad_call = 0, bad_call
+
+    def forward(self, z1, z2):
+        self.calls += 1
+        loss = super().forward(z1, z2)
+        return loss * float("nan") if self.calls == self.bad_call else loss
+
+
+def brain(loss, **hparams):
+    torch.manual_seed(0)
+    b = SimCLRBrain(
+        modules={
+            "compute_features": Frames(),
+            "mean_var_norm": NoNorm(),
+            "embedding_model": Encoder(),
+            "loss": loss,
+        },
+        opt_class=functools.partial(torch.optim.SGD, lr=0.1),
+        hparams={"epoch_counter": EpochCounter(1), "seed": 0, **hparams},
+        run_opts={"device": "cpu", "noprogressbar": True},
+    )
+    b.on_fit_start()
+    b.on_stage_start(sb.Stage.TRAIN, 1)
+    b.modules.train()
+    return b
+
+
+def batch():
+    return SimpleNamespace(views=SimpleNamespace(data=torch.randn(B, 2, L)))
+
+
+def weights(b):
+    return [p.detach().clone() for p in b.modules.embedding_model.parameters()]
+
+
+def test_nonfinite_loss_stops_with_a_message_and_no_update():
+    b = brain(NaNAtStep(bad_call=2))
+    b.step = 1
+    first = b.fit_batch(batch())
+    before = weights(b)
+    b.step = 2
+    with pytest.raises(SSLSVError) as err:
+        b.fit_batch(batch())
+    msg = str(err.value)
+    assert "step 2" in msg and "simclr" in msg and f"{float(first):.4f}"[:5] in msg
+    assert all(torch.equal(x, y) for x, y in zip(before, weights(b)))
+
+
+def test_nonfinite_loss_skipped_and_counted_when_configured():
+    b = brain(NaNAtStep(bad_call=1), skip_nonfinite_steps=True)
+    before = weights(b)
+    b.step = 1
+    b.fit_batch(batch())
+    after = weights(b)
+    assert b.skipped_steps == 1
+    assert all(torch.equal(x, y) for x, y in zip(before, after))  # no update
+    b.step = 2
+    b.fit_batch(batch())  # the next finite step updates normally
+    assert all(torch.isfinite(p).all() for p in weights(b))
+    assert not all(torch.equal(x, y) for x, y in zip(after, weights(b)))
+
+
+def test_clipping_covers_every_param_group_and_rejects_negative():
+    b = brain(NTXentLoss(0.1, gather_distributed=False), no_weight_decay_bias_norm=True)
+    assert len(b.optimizer.param_groups) == 2  # weights / biases
+    b.max_grad_norm = 1e-6
+    for p in b.modules.embedding_model.parameters():
+        p.grad = torch.ones_like(p)
+    b.optimizer.step = lambda: None  # inspect gradients, do not consume them
+    b.optimizers_step()
+    assert b.last_grad_norm == pytest.approx((8 * 40 + 8) ** 0.5, rel=1e-5)
+    b.max_grad_norm = -1.0
+    for p in b.modules.embedding_model.parameters():
+        p.grad = torch.ones_like(p)
+    with pytest.raises(SSLSVError, match="reverse the gradients"):
+        b.optimizers_step()
+
+
+def test_early_stopping_rule():
+    b = brain(NTXentLoss(0.1, gather_distributed=False), patience=2)
+    b.valid_history = [(1, 30.0), (2, 25.0), (3, 26.0)]
+    assert not b._should_stop()  # 1 validation without gain < patience
+    b.valid_history.append((4, 25.5))
+    assert b._should_stop()  # 2 validations without gain
+    b.valid_history.append((5, 20.0))
+    assert not b._should_stop()
+
+
+def test_rng_state_round_trip(tmp_path):
+    state = RNGState()
+    torch.manual_seed(3)
+    np.random.seed(3)
+    random.seed(3)
+    state.save(tmp_path / "rng.ckpt")
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(99)
+    np.random.seed(99)
+    random.seed(99)
+    state.load(tmp_path / "rng.ckpt")
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], got[0])
+    assert np.array_equal(expected[1], got[1]) and expected[2] == got[2]
+
+
+def test_make_optimizer_names():
+    p = [nn.Parameter(torch.zeros(2))]
+    assert isinstance(make_optimizer(p, "sgd", lr=0.1), torch.optim.SGD)
+    assert isinstance(make_optimizer(p, "AdamW", lr=0.1), torch.optim.AdamW)
+    with pytest.raises(SSLSVError, match="unknown name"):
+        make_optimizer(p, "lion")
