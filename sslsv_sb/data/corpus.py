@@ -1188,7 +1188,13 @@ def _generate(out, cfg, workers, verbose):
     cfg_dict = cfg.to_dict()
     speakers = _plan(cfg)
     rirs = _channel_rir_bank(cfg)
-    ctx = multiprocessing.get_context("fork")
+    # forkserver/spawn, not fork: forking a process that already runs torch/OpenMP
+    # threads (a test session, a recipe) can leave a child blocked on an inherited
+    # lock (seen as a hang in futex_do_wait).
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context(
+        "forkserver" if "forkserver" in methods else "spawn"
+    )
     # every task loads a private espeak-ng instance (clean internal state), so the
     # output does not depend on which worker ran what before
     with ctx.Pool(max(1, int(workers))) as pool:
