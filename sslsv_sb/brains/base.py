@@ -33,6 +33,12 @@ logger = logging.getLogger(__name__)
 COMPLETE_MARKER = "COMPLETE"
 
 
+def _is_fixed_lr(group):
+    """True for optimiser groups whose LR no schedule may change (``fixed_lr``)."""
+    value = group.get("fixed_lr")
+    return value is not None and value is not False
+
+
 def unwrap(module):
     """The module inside a DDP/DP wrapper (or the module itself)."""
     return module.module if hasattr(module, "module") else module
@@ -238,7 +244,7 @@ class SSLBrain(sb.Brain, abc.ABC):
         if schedule is not None and should_step and hasattr(self, "optimizer"):
             lr = schedule(self.optimizer_step, self.total_optimizer_steps())
             for group in self.optimizer.param_groups:
-                if not group.get("fixed_lr", False):
+                if not _is_fixed_lr(group):
                     group["lr"] = lr
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
@@ -254,26 +260,35 @@ class SSLBrain(sb.Brain, abc.ABC):
                 self.step_logger.log(scalars, self.optimizer_step)
 
     def _wrap_distributed(self):
-        """DDP-wrap trainable modules; CPU-capable synchronised BatchNorm on gloo.
+        """DDP-wrap trainable modules, with synchronised BatchNorm unless disabled.
 
-        SpeechBrain converts BatchNorm to ``torch.nn.SyncBatchNorm``, which only runs
-        on accelerators (``speechbrain_integration.md`` §2); on CPU the BatchNorm
-        layers become :class:`~sslsv_sb.distributed.CPUSyncBatchNorm` instead, so CPU
-        DDP computes exactly what one process would on the global batch. Set
-        ``sync_batchnorm: False`` for per-rank statistics (sslsv's MoCo configs).
+        SpeechBrain converts BatchNorm to ``torch.nn.SyncBatchNorm`` unconditionally,
+        which only runs on accelerators (``speechbrain_integration.md`` §2). Here:
+        ``sync_batchnorm: True`` (default) uses ``SyncBatchNorm`` on GPUs and
+        :class:`~sslsv_sb.distributed.CPUSyncBatchNorm` on CPU, so DDP computes what
+        one process would on the global batch; ``sync_batchnorm: False`` keeps
+        per-rank statistics on every device (sslsv's MoCo configs).
         """
-        if not self.distributed_launch or self.device_type == "cuda":
+        if not self.distributed_launch:
             return super()._wrap_distributed()
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         sync = getattr(self.hparams, "sync_batchnorm", True)
+        cuda = self.device_type == "cuda"
         for name, module in self.modules.items():
-            if any(p.requires_grad for p in module.parameters()):
-                if sync:
-                    module = convert_sync_batchnorm_cpu(module)
-                self.modules[name] = DDP(
-                    module, find_unused_parameters=self.find_unused_parameters
+            if not any(p.requires_grad for p in module.parameters()):
+                continue
+            if sync:
+                module = (
+                    torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+                    if cuda
+                    else convert_sync_batchnorm_cpu(module)
                 )
+            self.modules[name] = DDP(
+                module,
+                device_ids=[self.device] if cuda else None,
+                find_unused_parameters=self.find_unused_parameters,
+            )
 
     def _train_loader_specifics(self, dataset, loader_kwargs):
         """Under DDP, honour ``shuffle`` from the loader options.
@@ -475,7 +490,9 @@ class SSLBrain(sb.Brain, abc.ABC):
             meta["valid_eer"] = stats["valid_eer"]
         if getattr(self.hparams, "lr_annealing", None) is not None:
             _, new_lr = self.hparams.lr_annealing(epoch)
-            sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+            for group in self.optimizer.param_groups:
+                if not _is_fixed_lr(group):  # e.g. SimSiam's predictor
+                    group["lr"] = new_lr
         if hasattr(self.hparams, "train_logger"):
             # log_stats is @main_process_only, which broadcasts: call it on every rank.
             self.hparams.train_logger.log_stats(
