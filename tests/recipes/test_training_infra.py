@@ -107,7 +107,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tiny_corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_bf16_validation_averaging_and_tensorboard(tiny_corpus, tmp_path):
+def test_bf16_accumulation_validation_averaging_and_tensorboard(tiny_corpus, tmp_path):
     out = tmp_path / "out"
     proc = run(
         base_args(
@@ -115,6 +115,7 @@ def test_bf16_validation_averaging_and_tensorboard(tiny_corpus, tmp_path):
             out,
             "--number_of_epochs=2",
             "--precision=bf16",
+            "--grad_accumulation_factor=2",
             "--valid_trial_list=trials.txt",
             "--valid_crop_seconds=0.5",
             "--valid_n_crops=2",
@@ -130,3 +131,11 @@ def test_bf16_validation_averaging_and_tensorboard(tiny_corpus, tmp_path):
     assert glob.glob(os.path.join(out, "tensorboard", "events.out.tfevents.*"))
     assert len(glob.glob(os.path.join(out, "save", "CKPT+*"))) >= 2
     assert all(x == x for x in epoch_losses(out))  # finite under bf16
+    # 6 batches per epoch, accumulated by 2: 3 optimiser steps per epoch.
+    (ckpt,) = [
+        c
+        for c in glob.glob(os.path.join(out, "save", "CKPT+*"))
+        if "epoch: 2" in open(os.path.join(c, "CKPT.yaml")).read()
+    ]
+    brain_state = open(os.path.join(ckpt, "brain.ckpt")).read()
+    assert "optimizer_step: 6" in brain_state
