@@ -8,7 +8,9 @@ and 1.34 % (ECAPA-TDNN C=1024) EER on VoxCeleb1-O after VoxCeleb2 training: the 
 bound the self-supervised methods are compared with.
 
 With ``freeze_encoder: True`` only the classifier is trained on top of a fixed
-(e.g. self-supervised, ``encoder_checkpoint``) encoder: a linear probe.
+(e.g. self-supervised, ``encoder_checkpoint``) encoder: a linear probe. Fine-tuning an
+SSL encoder uses a reduced encoder learning rate, ``encoder_lr_factor`` (sslsv's
+label-efficient evaluation divides the LR by 10).
 """
 
 import logging
@@ -30,7 +32,9 @@ class SupervisedBrain(SSLBrain):
     ``Speaker``; ``batch.label`` holds integer class ids), ``n_classes``,
     ``freeze_encoder`` (default False), ``encoder_checkpoint`` (optional path to an
     ``embedding_model.ckpt`` state dict loaded into the encoder at fit start, before
-    checkpoint recovery).
+    checkpoint recovery), ``encoder_lr_factor`` (default 1.0: the encoder parameters
+    get ``lr * encoder_lr_factor``, the classifier ``lr``; the ratio is kept through
+    the yaml's ``lr_annealing`` / ``lr_schedule``).
 
     ``modules``: the encoder modules, ``loss``
     (:class:`~sslsv_sb.losses.aam.AAMSoftmaxLoss`, which owns the classifier weights;
@@ -69,7 +73,14 @@ class SupervisedBrain(SSLBrain):
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError) as err:
             raise SSLSVError(f"encoder_checkpoint {path}: cannot load ({err})") from err
-        unwrap(self.modules.embedding_model).load_state_dict(state)
+        try:
+            unwrap(self.modules.embedding_model).load_state_dict(state)
+        except RuntimeError as err:
+            msg = " ".join(str(err).split())[:400]
+            raise SSLSVError(
+                f"encoder_checkpoint {path}: does not fit the yaml's encoder (same "
+                f"encoder yaml, channels, emb_dim, n_mels needed): {msg}"
+            ) from err
         logger.info("encoder weights loaded from %s", path)
 
     def on_fit_start(self):
@@ -85,9 +96,74 @@ class SupervisedBrain(SSLBrain):
                 module.requires_grad_(False)
         super().on_fit_start()
 
+    def encoder_lr_factor(self):
+        """``encoder_lr_factor`` hparam as a float (1.0 when absent)."""
+        factor = getattr(self.hparams, "encoder_lr_factor", None)
+        factor = 1.0 if factor is None else float(factor)
+        if factor <= 0:
+            raise SSLSVError(f"encoder_lr_factor must be > 0, got {factor}")
+        return factor
+
+    def param_groups(self):
+        """Base groups, with the encoder split into ``lr_factor`` groups if needed."""
+        groups = super().param_groups()
+        factor = self.encoder_lr_factor()
+        if factor == 1.0 or self.frozen():
+            return groups
+        encoder = {id(p) for m in self.encoder_modules() for p in m.parameters()}
+        out = []
+        for g in groups:
+            enc = [p for p in g["params"] if id(p) in encoder]
+            rest = [p for p in g["params"] if id(p) not in encoder]
+            if rest:
+                out.append({**g, "params": rest, "lr_factor": 1.0})
+            if enc:
+                out.append({**g, "params": enc, "lr_factor": factor})
+        return out
+
+    def apply_lr_factors(self):
+        """Set each ``lr_factor`` group's LR to ``factor`` x the classifier's LR."""
+        groups = getattr(getattr(self, "optimizer", None), "param_groups", [])
+        ref = next((g["lr"] for g in groups if g.get("lr_factor") == 1.0), None)
+        if ref is None:
+            return
+        for group in groups:
+            if "lr_factor" in group:
+                group["lr"] = ref * group["lr_factor"]
+
+    def init_optimizers(self):
+        """Optimiser over :meth:`param_groups`, encoder groups at the reduced LR."""
+        super().init_optimizers()
+        self.apply_lr_factors()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Base epoch end; the LR factors are re-applied before the checkpoint save.
+
+        The base ``lr_annealing`` step sets every group to the same LR; the factors
+        are put back before the checkpoint is written (so a resumed run, and the
+        saved optimiser state, carry the reduced encoder LR) and again afterwards.
+        """
+        ckpt = self.checkpointer
+        if ckpt is None or not hasattr(self, "optimizer"):
+            super().on_stage_end(stage, stage_loss, epoch)
+            return
+        save = ckpt.save_and_keep_only
+
+        def save_with_factors(*args, **kwargs):
+            self.apply_lr_factors()
+            return save(*args, **kwargs)
+
+        ckpt.save_and_keep_only = save_with_factors
+        try:
+            super().on_stage_end(stage, stage_loss, epoch)
+        finally:
+            del ckpt.save_and_keep_only  # back to the class method
+        self.apply_lr_factors()
+
     def on_fit_batch_start(self, batch, should_step):
-        """Keep a frozen encoder in eval mode (BatchNorm statistics fixed)."""
+        """Keep a frozen encoder in eval mode; keep the encoder LR ratio."""
         super().on_fit_batch_start(batch, should_step)
+        self.apply_lr_factors()
         if self.frozen():
             for module in self.encoder_modules():
                 module.eval()

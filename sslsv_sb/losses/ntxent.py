@@ -8,9 +8,8 @@ under DDP, where the candidates are gathered from every rank).
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from speechbrain.utils.autocast import fwd_default_precision
+from torch import nn
 
 from sslsv_sb.distributed import gather, rank
 
