@@ -21,6 +21,7 @@ to ``<output_folder>/verification.json``.
 Authors: the sslsv-sb developers.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -77,10 +78,17 @@ def load_hparams(argv):
         from sslsv_sb.data.corpus import default_data_folder, ensure_corpus
 
         preset = hparams.get("corpus_preset", "demo")
+        knobs = dict(hparams.get("corpus") or {})
+        # One folder per (preset, knobs): a multilingual or resized corpus never
+        # collides with the default demo corpus.
+        name = preset
+        if knobs:
+            digest = hashlib.sha1(json.dumps(knobs, sort_keys=True).encode())
+            name = f"{preset}-{digest.hexdigest()[:8]}"
         corpus_kwargs = {
-            "out_dir": os.path.join(default_data_folder(), preset),
+            "out_dir": os.path.join(default_data_folder(), name),
             "preset": preset,
-            **hparams.get("corpus", {}),
+            **knobs,
         }
         folder = run_on_main(ensure_corpus, kwargs=corpus_kwargs)
         folder = str(folder or ensure_corpus(**corpus_kwargs))
