@@ -13,6 +13,7 @@ projector 2048-2048-512, lambda 5e-3, loss scale 0.025
 import speechbrain as sb
 
 from sslsv_sb.brains.base import SSLBrain
+from sslsv_sb.brains.ssps import SSPSMixin
 
 
 def epoch0(brain):
@@ -58,13 +59,14 @@ def embed_views(brain, views, stage, modules=None, augmented=None):
     return augmented, [brain.embed(x, modules=modules) for x in chunks]
 
 
-class SiameseBrain(SSLBrain):
+class SiameseBrain(SSPSMixin, SSLBrain):
     """Two views -> encoder -> ``projector`` -> ``loss(z1, z2)``.
 
     ``modules`` (yaml): ``compute_features``, ``mean_var_norm``, ``embedding_model``,
     ``projector`` (optional: without it the loss sees the encoder embeddings),
-    ``augment`` (optional) and ``loss`` (called as ``loss(z1, z2)``, with a
-    ``last_metrics`` dict that is recorded every step).
+    ``augment`` (optional), ``loss`` (called as ``loss(z1, z2)``, with a
+    ``last_metrics`` dict that is recorded every step) and ``ssps`` (optional SSPS,
+    replacing ``z2``; :class:`~sslsv_sb.brains.ssps.SSPSMixin`).
 
     DDP: the losses all-gather both views themselves (global-batch statistics); this
     Brain calls the loss once per step on every rank, so the collectives match.
@@ -87,9 +89,14 @@ class SiameseBrain(SSLBrain):
         return self.project(y1), self.project(y2)
 
     def compute_objectives(self, predictions, batch, stage):
-        """``loss(z1, z2)``; records the loss's ``last_metrics``."""
+        """``loss(z1, z2)``; records the loss's ``last_metrics``.
+
+        With an ``ssps`` module, ``z2`` is replaced by SSPS pseudo-positives
+        (arXiv 2501.17772; :class:`~sslsv_sb.brains.ssps.SSPSMixin`).
+        """
         z1, z2 = predictions
-        loss = self.modules.loss(z1, z2)
+        loss = self.modules.loss(z1, self.ssps_replace(batch, z2, stage))
+        self.ssps_update(z2)
         if stage == sb.Stage.TRAIN:
             self.record(**self.modules.loss.last_metrics)
         return loss

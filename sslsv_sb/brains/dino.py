@@ -33,7 +33,13 @@ import torch
 from sslsv_sb.brains.barlow_twins import epoch0
 from sslsv_sb.brains.base import unwrap
 from sslsv_sb.brains.momentum import MomentumBrain
+from sslsv_sb.brains.ssps import SSPSMixin
 from sslsv_sb.schedules import cosine_warmup_lr
+
+
+def batch_size(batch):
+    """Number of samples ``B`` of a batch (from ``batch.views``)."""
+    return getattr(batch.views, "data", batch.views).shape[0]
 
 
 @torch.no_grad()
@@ -103,7 +109,7 @@ def sync_teacher_batchnorm(brain):
         converted.requires_grad_(False)
 
 
-class DINOBrain(MomentumBrain):
+class DINOBrain(SSPSMixin, MomentumBrain):
     """DINO (arXiv 2104.14294) with multi-crop, EMA teacher and teacher inference.
 
     ``modules`` (yaml):
@@ -124,6 +130,13 @@ class DINOBrain(MomentumBrain):
     ``warmup_cosine`` (False: the yaml's epoch-level ``lr_annealing``, sslsv's x0.95
     every 5 epochs; True: per-step ``schedules.cosine_warmup_lr`` from ``lr`` down
     to ``min_lr`` after ``warmup_epochs``), ``no_weight_decay_bias_norm``.
+
+    SSPS (optional ``ssps`` module, arXiv 2501.17772, 2505.14561): the teacher
+    outputs of the ``G`` global crops of an anchor are replaced by the stored
+    teacher outputs of its pseudo-positive (``n_positives: G``); the reference crop
+    goes through the teacher encoder in eval mode
+    (:class:`~sslsv_sb.brains.ssps.SSPSMixin`). The ``ref_view`` group is never
+    mixed with the local crops (sslsv crashes there, inventory §1.3).
 
     DDP: the centre update all-reduces inside the loss, which every rank calls once
     per step; the teacher is never wrapped (it has no trainable parameter) but its
@@ -200,7 +213,15 @@ class DINOBrain(MomentumBrain):
     def compute_objectives(self, predictions, batch, stage):
         """DINO loss at the 0-based epoch (teacher-temperature schedule)."""
         student, teacher = predictions
+        if self.ssps is not None:
+            # (G*B, K) view-major -> (B, G, K) per sample, replace, back
+            g = teacher.shape[0] // batch_size(batch)
+            own = teacher.reshape(g, -1, teacher.shape[1]).transpose(0, 1)
+            new = self.ssps_replace(batch, own, stage)
+            teacher = new.transpose(0, 1).reshape(-1, teacher.shape[1])
         loss = self.modules.loss(student, teacher, epoch=epoch0(self))
+        if self.ssps is not None:
+            self.ssps_update(own)
         if stage == sb.Stage.TRAIN:
             self.record(**self.modules.loss.last_metrics)
         return loss

@@ -17,10 +17,11 @@ import torch
 
 from sslsv_sb.brains.momentum import MomentumBrain
 from sslsv_sb.brains.simclr_margins import MarginScheduleMixin, record_loss_metrics
+from sslsv_sb.brains.ssps import SSPSMixin
 from sslsv_sb.losses.moco import batch_shuffle, batch_unshuffle
 
 
-class MoCoBrain(MomentumBrain):
+class MoCoBrain(SSPSMixin, MomentumBrain):
     """MoCo v2+ (arXiv 2003.04297): query encoder vs momentum key encoder + queues.
 
     ``modules`` (yaml):
@@ -38,6 +39,11 @@ class MoCoBrain(MomentumBrain):
 
     hparams: ``label_key`` + ``prevent_class_collisions`` (the loss masks queue
     entries of the query's class; labels come from ``batch.label``).
+
+    **SSPS** (optional ``ssps`` module, arXiv 2501.17772): both keys ``k1``, ``k2``
+    are replaced by the pseudo-positive's stored keys (``n_positives: 2``; the
+    replaced keys are the ones enqueued, as sslsv); the reference crop goes
+    through the key encoder in eval mode (:class:`~sslsv_sb.brains.ssps.SSPSMixin`).
 
     **Shuffle-BN.** The keys are computed on a batch shuffled across ranks with
     :func:`~sslsv_sb.losses.moco.batch_shuffle` and un-shuffled afterwards. With
@@ -139,7 +145,11 @@ class MoCoBrain(MomentumBrain):
             Scalar loss.
         """
         q1, q2, k1, k2 = predictions
+        own = torch.stack([k1, k2], dim=1)  # (B, 2, D')
+        keys = self.ssps_replace(batch, own, stage)  # SSPS (identity when off)
+        k1, k2 = keys[:, 0], keys[:, 1]
         loss = self.modules.loss(q1, q2, k1, k2, labels=self.batch_labels(batch))
+        self.ssps_update(own)
         if stage == sb.Stage.TRAIN:
             record_loss_metrics(self, self.modules.loss)
         return loss

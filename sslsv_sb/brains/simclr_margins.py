@@ -95,7 +95,9 @@ class SimCLRMarginsBrain(MarginScheduleMixin, SimCLRBrain):
             Scalar loss.
         """
         z1, z2 = predictions
-        loss = self.modules.loss(torch.stack([z1, z2], dim=1))  # (B, 2, D')
+        z2p = self.ssps_replace(batch, z2, stage)  # SSPS pseudo-positives (optional)
+        loss = self.modules.loss(torch.stack([z1, z2p], dim=1))  # (B, 2, D')
+        self.ssps_update(z2)
         if stage == sb.Stage.TRAIN:
             record_loss_metrics(self, self.modules.loss)
         return loss

@@ -20,9 +20,10 @@ import torch.nn.functional as F
 
 from sslsv_sb.brains.barlow_twins import embed_views, epoch0
 from sslsv_sb.brains.base import SSLBrain, unwrap
+from sslsv_sb.brains.ssps import SSPSMixin
 
 
-class SwAVBrain(SSLBrain):
+class SwAVBrain(SSPSMixin, SSLBrain):
     """SwAV (arXiv 2006.09882).
 
     ``modules`` (yaml): ``compute_features``, ``mean_var_norm``, ``embedding_model``,
@@ -30,6 +31,10 @@ class SwAVBrain(SSLBrain):
     ``augment`` (optional), ``loss`` (its ``queue`` buffers are a recoverable).
 
     hparams: ``freeze_prototypes_epochs`` (1).
+
+    SSPS (optional ``ssps`` module, arXiv 2501.17772): the normalised projection of
+    the second view is replaced by the pseudo-positive's stored one *before* the
+    prototypes score it (as sslsv); :class:`~sslsv_sb.brains.ssps.SSPSMixin`.
 
     DDP: Sinkhorn all-reduces its sums inside the loss, called once per step on every
     rank. The prototype gradients are dropped after DDP's reduction, on every rank.
@@ -54,6 +59,9 @@ class SwAVBrain(SSLBrain):
         views = self.get_views(batch)  # (B, V, L)
         _, ys = embed_views(self, views, stage)  # V x (B, D_enc)
         z = torch.stack([F.normalize(self.modules.projector(y), dim=-1) for y in ys])
+        if self.ssps is not None:
+            self._ssps_own = z[1].detach()
+            z = torch.stack([z[0], self.ssps_replace(batch, z[1], stage), *z[2:]])
         v, b, d = z.shape
         scores = self.modules.prototypes(z.reshape(v * b, d)).reshape(v, b, -1)
         return z, scores
@@ -63,6 +71,8 @@ class SwAVBrain(SSLBrain):
         z, scores = predictions
         prototypes = unwrap(self.modules.prototypes).normalized_weight()  # (K, D)
         loss = self.modules.loss(z, scores, prototypes, epoch=epoch0(self))
+        if self.ssps is not None:
+            self.ssps_update(self._ssps_own)
         if stage == sb.Stage.TRAIN:
             self.record(**self.modules.loss.last_metrics)
             self.record(queue_filled=float(self.modules.loss.queue_filled))

@@ -1,0 +1,132 @@
+"""Two-stage pipeline: SSL run -> pseudo-labels (k-means + merging, NMI vs speakers)
+-> supervised AAM training initialised from the SSL encoder."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RECIPE = os.path.join(ROOT, "recipes", "VoxCeleb", "SSL")
+if RECIPE not in sys.path:
+    sys.path.insert(0, RECIPE)
+
+from pseudo_labels import cluster, label_metrics  # noqa: E402
+
+from sslsv_sb.errors import SSLSVError  # noqa: E402
+
+
+def blobs(k=5, per=20, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(k, d))
+    labels = np.repeat(np.arange(k), per)
+    return centers[labels] + 0.05 * rng.normal(size=(k * per, d)), labels
+
+
+def test_kmeans_recovers_speakers_and_metrics():
+    x, y = blobs()
+    pseudo = cluster(x, 5)
+    m = label_metrics(pseudo, [f"spk{i}" for i in y])
+    assert m["nmi"] > 0.99 and m["purity"] == 1.0 and m["n_true_speakers"] == 5
+    assert sorted(set(pseudo.tolist())) == list(range(5))
+
+
+def test_overclustering_then_merging():
+    x, y = blobs()
+    over = cluster(x, 15)
+    assert len(set(over.tolist())) == 15
+    merged = cluster(x, 15, merge_threshold=0.5)
+    assert len(set(merged.tolist())) == 5
+    assert label_metrics(merged, y)["nmi"] > 0.99
+    assert len(set(cluster(x, 15, n_merged=7).tolist())) == 7
+    with pytest.raises(SSLSVError):
+        cluster(x, 15, merge_threshold=0.5, n_merged=3)
+    with pytest.raises(SSLSVError):
+        cluster(x, 1000)
+
+
+TRAIN = os.path.join(RECIPE, "train.py")
+PSEUDO = os.path.join(RECIPE, "pseudo_labels.py")
+COMMON = [
+    "--train_list=train.csv",
+    "--trial_lists=[trials.txt]",
+    "--noise_folder=noise",
+    "--rir_folder=rirs",
+    "--batch_size=4",
+    "--frame_length=4000",
+    "--number_of_epochs=1",
+    "--num_workers=0",
+    "--noprogressbar",
+    "--channels=[16,16,16,16,48]",
+    "--emb_dim=16",
+    "--eval_untrained=False",
+]
+
+
+def run(script, args):
+    proc = subprocess.run(
+        [sys.executable, script, *args], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_ssl_then_pseudo_labels_then_supervised(tiny_corpus, tmp_path):
+    hp = os.path.join(RECIPE, "hparams")
+    ssl = tmp_path / "ssl"
+    data = f"--data_folder={tiny_corpus}"
+    run(
+        TRAIN,
+        [
+            os.path.join(hp, "simclr_ecapa.yaml"),
+            data,
+            f"--output_folder={ssl}",
+            *COMMON,
+        ],
+    )
+    proc = run(
+        PSEUDO,
+        [
+            os.path.join(hp, "simclr_ecapa.yaml"),
+            data,
+            f"--output_folder={ssl}",
+            "--n_clusters=12",
+            "--n_merged=8",
+            *COMMON,
+        ],
+    )
+    assert "NMI" in proc.stdout and "supervised_pseudo_ecapa.yaml" in proc.stdout
+    folder = ssl / "pseudo_labels"
+    with open(folder / "pseudo_labels.json") as f:
+        info = json.load(f)
+    assert info["n_pseudo_speakers"] == 8 and info["n_utterances"] > 8
+    assert 0.0 <= info["vs_true_speakers"]["nmi"] <= 1.0
+    assert "trials" in info["ssl_eer"]
+    lines = (folder / "pseudo_labels.csv").read_text().splitlines()
+    assert lines[0] == "File,Speaker" and len(lines) == info["n_utterances"] + 1
+    # stage 3: supervised AAM from the SSL weights on the pseudo-labels
+    sup = tmp_path / "sup"
+    args = [
+        os.path.join(hp, "supervised_pseudo_ecapa.yaml"),
+        data,
+        f"--output_folder={sup}",
+        f"--pseudo_folder={folder}",
+        "--n_classes=8",
+        *[a for a in COMMON if not a.startswith("--train_list")],
+    ]
+    run(TRAIN, args)
+    assert "encoder weights loaded" in (sup / "log.txt").read_text()
+    with open(sup / "verification.json") as f:
+        assert 0.0 <= json.load(f)["lists"]["trials"]["cosine"]["eer"] <= 100.0
+    # the SSL encoder was the starting point: same architecture as stage 3's
+    ssl_state = torch.load(folder / "ssl_encoder.ckpt", weights_only=True)
+    ckpt = next((sup / "save").glob("CKPT+*/embedding_model.ckpt"))
+    sup_state = torch.load(ckpt, weights_only=True)
+    assert {k: v.shape for k, v in ssl_state.items()} == {
+        k: v.shape for k, v in sup_state.items()
+    }
