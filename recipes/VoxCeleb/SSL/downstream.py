@@ -34,7 +34,7 @@ if HERE not in sys.path:
 from evaluate import load_model, split_eval_args  # noqa: E402
 
 from sslsv_sb.data.lists import resolve  # noqa: E402
-from sslsv_sb.errors import SSLSVError  # noqa: E402
+from sslsv_sb.errors import SSLSVError, run_cli  # noqa: E402
 from sslsv_sb.evaluation.cache import EmbeddingCache, model_fingerprint  # noqa: E402
 from sslsv_sb.evaluation.classification import (  # noqa: E402
     linear_probe,
@@ -192,8 +192,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except SSLSVError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)

@@ -37,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from sslsv_sb.errors import SSLSVError  # noqa: E402
+from sslsv_sb.errors import SSLSVError, run_cli  # noqa: E402
 from sslsv_sb.evaluation.cache import model_fingerprint  # noqa: E402
 from sslsv_sb.evaluation.verification import (  # noqa: E402
     EvalConfig,
@@ -217,8 +217,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except SSLSVError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)

@@ -54,7 +54,7 @@ from sslsv_sb.data.fractions import (  # noqa: E402
     write_fraction_list,
 )
 from sslsv_sb.data.lists import resolve  # noqa: E402
-from sslsv_sb.errors import SSLSVError  # noqa: E402
+from sslsv_sb.errors import SSLSVError, run_cli  # noqa: E402
 
 TRAIN = os.path.join(HERE, "train.py")
 MODES = ("finetune", "frozen", "scratch")
@@ -448,8 +448,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except SSLSVError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)

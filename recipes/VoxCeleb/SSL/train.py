@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 
 import speechbrain as sb
 import torch
@@ -36,7 +35,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from sslsv_sb.data.lists import read_train_list, read_trials, resolve
 from sslsv_sb.data.sampling import EpochState, ViewSampler
-from sslsv_sb.errors import SSLSVError
+from sslsv_sb.errors import SSLSVError, run_cli
 from sslsv_sb.evaluation.cache import model_fingerprint
 from sslsv_sb.evaluation.verification import format_table, run_verification
 from sslsv_sb.training import StepLogger
@@ -306,8 +305,4 @@ def run_meta(brain, hparams):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except SSLSVError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)

@@ -53,7 +53,7 @@ from sslsv_sb.data.language_trials import (  # noqa: E402
     write_trials,
 )
 from sslsv_sb.data.lists import resolve  # noqa: E402
-from sslsv_sb.errors import SSLSVError  # noqa: E402
+from sslsv_sb.errors import SSLSVError, run_cli  # noqa: E402
 
 STAGES = ("pretrain", "probe", "verify", "finetune")
 FLAGS = {
@@ -345,8 +345,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except SSLSVError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)
