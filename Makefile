@@ -13,7 +13,7 @@ PYTEST_ARGS ?= -n 2
 DEMO_ARGS ?= --output_folder=results/demo/simclr_ecapa \
 	--channels=[256,256,256,256,768] --emb_dim=192 --batch_size=64 \
 	--frame_length=16000 --temperature=0.07 --eq_prob=0.5 \
-	--number_of_epochs=11 --num_workers=2 --precision=bf16
+	--number_of_epochs=11 --num_workers=0 --precision=bf16
 
 .PHONY: install demo test lint clean
 
