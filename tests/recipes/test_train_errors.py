@@ -97,3 +97,15 @@ def test_cli_exit_code_and_message(data, tmp_path):
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "train.csv:3" in last and "u1.wav" in last
+
+
+def test_num_workers_auto(monkeypatch):
+    train = load_train_module()
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert train.resolve_num_workers("auto") == 0
+    monkeypatch.setattr(os, "cpu_count", lambda: 32)
+    assert train.resolve_num_workers("auto") == 4
+    assert train.resolve_num_workers("auto", world=8) == 2
+    assert train.resolve_num_workers(3) == 3
+    with pytest.raises(SSLSVError, match="num_workers"):
+        train.resolve_num_workers("many")

@@ -106,6 +106,24 @@ def load_hparams(argv):
     return hparams_file, run_opts, overrides, hparams
 
 
+def resolve_num_workers(value, world=1):
+    """``num_workers: auto`` -> loader workers that leave the model its cores.
+
+    On a small CPU machine the model step uses every core and loader workers slow it
+    down more than they save (``docs/benchmarks.md``: 2 cores, 0 workers is fastest);
+    with spare cores (GPU training) up to 4 workers per process read and augment.
+    """
+    if value != "auto":
+        try:
+            return int(value)
+        except (TypeError, ValueError) as err:
+            raise SSLSVError(
+                f"num_workers must be an integer or auto, got {value!r}"
+            ) from err
+    spare = (os.cpu_count() or 1) // max(1, world) - 2
+    return max(0, min(4, spare))
+
+
 def make_train_set(hparams, data_folder, epoch_state):
     """``DynamicItemDataset`` whose pipeline reads only the crops of each view."""
     list_path = resolve(hparams["train_list"], data_folder)
@@ -185,6 +203,9 @@ def main(argv):
     # The yaml's batch_size is the global batch: each DDP rank loads its share.
     world = int(os.environ.get("WORLD_SIZE", "1"))
     loader_kwargs = dict(hparams["dataloader_options"])
+    loader_kwargs["num_workers"] = resolve_num_workers(
+        loader_kwargs.get("num_workers", 0), world
+    )
     if world > 1:
         if loader_kwargs["batch_size"] % world:
             raise SSLSVError(
