@@ -48,10 +48,33 @@ class RNGState:
             state["cuda"] = torch.cuda.get_rng_state_all()
         torch.save(state, path)
 
+    def __init__(self):
+        self.pending = None
+
     @mark_as_loader
     def load(self, path, end_of_epoch=True):
-        """Restore the RNG states saved in ``path``."""
+        """Restore the RNG states saved in ``path``.
+
+        An end-of-epoch state is applied at once. An intra-epoch state is applied by
+        :meth:`apply_pending` at the first training batch: the data loader draws its
+        base seed from the global RNG when its iterator is created, which happens
+        *after* recovery on a mid-epoch resume (and before the saved state in the
+        uninterrupted run), so applying it earlier would shift every later draw.
+        """
         state = torch.load(path)
+        if end_of_epoch:
+            self._apply(state)
+        else:
+            self.pending = state
+
+    def apply_pending(self):
+        """Apply a deferred intra-epoch state (no-op when none is pending)."""
+        if self.pending is not None:
+            state, self.pending = self.pending, None
+            self._apply(state)
+
+    @staticmethod
+    def _apply(state):
         torch.set_rng_state(state["torch"])
         pos, has_gauss, cached = state["numpy_rest"]
         np.random.set_state(

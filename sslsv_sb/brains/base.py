@@ -67,11 +67,12 @@ class SSLBrain(sb.Brain, abc.ABC):
         self._metric_sums = defaultdict(float)
         self._metric_count_per = defaultdict(int)
         self.valid_history = []  # (epoch, EER %) of the validation trial list
+        self.rng_state = RNGState()
         if (
             self.checkpointer is not None
             and "rng" not in self.checkpointer.recoverables
         ):
-            self.checkpointer.add_recoverable("rng", RNGState())
+            self.checkpointer.add_recoverable("rng", self.rng_state)
         if self.checkpointer is not None:
             self._make_checkpoints_atomic()
         self.step_logger = getattr(self.hparams, "step_logger", None)
@@ -239,7 +240,12 @@ class SSLBrain(sb.Brain, abc.ABC):
         """Hook between clipping and the optimiser step (gradients are unscaled)."""
 
     def on_fit_batch_start(self, batch, should_step):
-        """Per-step LR schedule (``lr_schedule`` hparam: warm-up + cosine)."""
+        """Deferred RNG restore (mid-epoch resume); per-step LR schedule."""
+        rng_state = (
+            self.checkpointer.recoverables.get("rng") if self.checkpointer else None
+        )
+        if rng_state is not None:
+            rng_state.apply_pending()
         schedule = getattr(self.hparams, "lr_schedule", None)
         if schedule is not None and should_step and hasattr(self, "optimizer"):
             lr = schedule(self.optimizer_step, self.total_optimizer_steps())
