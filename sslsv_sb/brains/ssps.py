@@ -55,8 +55,8 @@ def resize_reference_queue(ssps, dataset_size):
     """Size the SSPS reference queue (and k-means assignments) to the train set.
 
     Called at fit start, before checkpoint recovery, so the yaml does not have to
-    know the number of training utterances (``dataset_size`` there is a
-    placeholder). A recovered checkpoint then has matching shapes, unless the train
+    know the number of training utterances (``dataset_size`` there is only an
+    initial value). A recovered checkpoint then has matching shapes, unless the train
     list changed (recovery fails with a clear error).
 
     Arguments
