@@ -282,6 +282,11 @@ def main(argv):
         print(format_table(results, payload.get("untrained", {}).get("lists")))
         print(f"results written to {os.path.join(out, 'verification.json')}")
     sb.utils.distributed.ddp_barrier()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Tear the process group down explicitly: left to interpreter shutdown, gloo's
+        # threads can abort the process ("terminate called without an active
+        # exception", SIGABRT) after a successful run.
+        torch.distributed.destroy_process_group()
     return results
 
 
