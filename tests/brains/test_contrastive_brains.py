@@ -13,6 +13,7 @@ import torch
 from speechbrain.utils.epoch_loop import EpochCounter
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+from toys import Frames, NoNorm, TinyEncoder  # noqa: E402  (tests/brains/toys.py)
 
 from sslsv_sb.brains.base import unwrap
 from sslsv_sb.brains.moco import MoCoBrain, MoCoMarginsBrain
@@ -24,31 +25,6 @@ from sslsv_sb.losses.margins import MarginNTXentLoss
 from sslsv_sb.losses.moco import MoCoLoss
 
 B, L, DIM = 4, 400, 8
-
-
-class Frames(nn.Module):
-    """Toy front-end: ``(N, L) -> (N, L / 40, 40)`` frames."""
-
-    def forward(self, wavs):
-        return wavs.reshape(wavs.shape[0], -1, 40)
-
-
-class NoNorm(nn.Module):
-    def forward(self, feats, lengths=None):
-        return feats
-
-
-class TinyEncoder(nn.Module):
-    """``(N, T, 40) -> (N, DIM)``: per-frame linear, mean over time, BatchNorm."""
-
-    def __init__(self, dim=DIM):
-        super().__init__()
-        self.linear = nn.Linear(40, dim)
-        self.bn = nn.BatchNorm1d(dim)
-        self.out_dim = dim
-
-    def forward(self, feats, lengths=None):
-        return self.bn(self.linear(feats).mean(dim=1))
 
 
 def make_batch(n_views=2, length=L, labels=None, **extra_groups):

@@ -9,6 +9,7 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.epoch_loop import EpochCounter
 from torch import nn
+from toys import Frames, NoNorm  # noqa: E402  (tests/brains/toys.py)
 
 from sslsv_sb.brains.combiner import CombinerBrain
 from sslsv_sb.brains.cpc import CPCBrain, CPCEncoder
@@ -22,18 +23,6 @@ from sslsv_sb.losses.vicreg import VICRegLoss
 from sslsv_sb.ssps import SSPS
 
 B, L, C = 4, 800, 8
-
-
-class Frames(nn.Module):
-    """``(N, L) -> (N, L / 40, 40)``."""
-
-    def forward(self, wavs):
-        return wavs.reshape(wavs.shape[0], -1, 40)
-
-
-class NoNorm(nn.Module):
-    def forward(self, feats, lengths=None):
-        return feats
 
 
 class FrameEncoder(nn.Module):

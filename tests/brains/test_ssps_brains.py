@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
 from torch import nn
+from toys import Frames, NoNorm, TinyEncoder  # noqa: E402  (tests/brains/toys.py)
 
 from sslsv_sb.brains.barlow_twins import BarlowTwinsBrain
 from sslsv_sb.brains.dino import DINOBrain
@@ -39,31 +40,6 @@ from sslsv_sb.models.heads import SwAVPrototypes
 from sslsv_sb.ssps import SSPS
 
 B, L, DIM, R = 4, 400, 8, 12
-
-
-class Frames(nn.Module):
-    """Toy front-end: ``(N, L) -> (N, L / 40, 40)``."""
-
-    def forward(self, wavs):
-        return wavs.reshape(wavs.shape[0], -1, 40)
-
-
-class NoNorm(nn.Module):
-    def forward(self, feats, lengths=None):
-        return feats
-
-
-class TinyEncoder(nn.Module):
-    """``(N, T, 40) -> (N, DIM)`` with BatchNorm (train/eval differ)."""
-
-    def __init__(self, dim=DIM):
-        super().__init__()
-        self.linear = nn.Linear(40, dim)
-        self.bn = nn.BatchNorm1d(dim)
-        self.out_dim = dim
-
-    def forward(self, feats, lengths=None):
-        return self.bn(self.linear(feats).mean(dim=1))
 
 
 def make_ssps(pos_dim=DIM, n_pos=1, sampling="kmeans-repr", start=1, **kw):
