@@ -24,6 +24,46 @@ from sslsv_sb.distributed import rank
 logger = logging.getLogger(__name__)
 
 
+@torch.no_grad()
+def effective_rank(x):
+    """Effective rank of a batch of embeddings (Roy & Vetterli, EUSIPCO 2007).
+
+    ``exp(H(p))`` with ``p_i = s_i^2 / sum_j s_j^2`` the normalised eigenvalues of the
+    centred ``(N, D)`` batch (``s`` its singular values): ``D`` (at most ``N - 1``) for
+    isotropic embeddings, 1 when one direction carries all the variance. A falling
+    value during training is *dimensional collapse* of the encoder output, which a
+    projector with BatchNorm can hide from the loss and from ``z_std``
+    (arXiv 2110.09348).
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        ``(N, D)`` embeddings, N >= 2.
+
+    Returns
+    -------
+    float
+
+    Example
+    -------
+    >>> round(effective_rank(torch.eye(4) - 0.25), 3)
+    3.0
+    """
+    if x.dim() != 2 or x.shape[0] < 2:
+        raise ValueError(
+            f"effective_rank needs (N >= 2, D) embeddings, got {tuple(x.shape)}"
+        )
+    x = x.detach().float()
+    x = x - x.mean(dim=0, keepdim=True)
+    s2 = torch.linalg.svdvals(x).pow(2)
+    total = s2.sum()
+    if total <= 0:
+        return 1.0
+    p = s2 / total
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
 @register_checkpoint_hooks
 class RNGState:
     """Checkpointable RNG states (torch CPU/CUDA, numpy global, python ``random``).

@@ -14,6 +14,7 @@ import speechbrain as sb
 
 from sslsv_sb.brains.base import SSLBrain
 from sslsv_sb.brains.ssps import SSPSMixin
+from sslsv_sb.training import effective_rank
 
 
 def epoch0(brain):
@@ -86,6 +87,8 @@ class SiameseBrain(SSPSMixin, SSLBrain):
                 f"{type(self).__name__} needs 2 views per sample, got {views.shape[1]}"
             )
         _, (y1, y2) = embed_views(self, views, stage)  # (B, D) each
+        if stage == sb.Stage.TRAIN and y1.dim() == 2:
+            self.record(emb_erank=effective_rank(y1))  # dimensional-collapse monitor
         return self.project(y1), self.project(y2)
 
     def compute_objectives(self, predictions, batch, stage):

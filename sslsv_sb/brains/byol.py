@@ -17,6 +17,7 @@ import torch
 from sslsv_sb.brains.barlow_twins import embed_views
 from sslsv_sb.brains.dino import sync_teacher_batchnorm
 from sslsv_sb.brains.momentum import MomentumBrain
+from sslsv_sb.training import effective_rank
 
 
 class BYOLBrain(MomentumBrain):
@@ -74,6 +75,8 @@ class BYOLBrain(MomentumBrain):
         if views.shape[1] != 2:
             raise ValueError(f"BYOL needs 2 views per sample, got {views.shape[1]}")
         x, ys = embed_views(self, views, stage)  # 2 x (B, D)
+        if stage == sb.Stage.TRAIN:
+            self.record(emb_erank=effective_rank(ys[0]))  # dimensional-collapse monitor
         p1, p2 = (self.modules.predictor(self.modules.projector(y)) for y in ys)
         with torch.no_grad():
             _, ts = embed_views(

@@ -19,6 +19,7 @@ import speechbrain as sb
 
 from sslsv_sb.brains.barlow_twins import embed_views
 from sslsv_sb.brains.base import SSLBrain
+from sslsv_sb.training import effective_rank
 
 
 def restore_fixed_lr(optimizer):
@@ -103,6 +104,8 @@ class SimSiamBrain(SSLBrain):
         if views.shape[1] != 2:
             raise ValueError(f"SimSiam needs 2 views per sample, got {views.shape[1]}")
         _, (y1, y2) = embed_views(self, views, stage)
+        if stage == sb.Stage.TRAIN:
+            self.record(emb_erank=effective_rank(y1))  # dimensional-collapse monitor
         z1, z2 = self.modules.projector(y1), self.modules.projector(y2)  # (B, D')
         p1, p2 = self.modules.predictor(z1), self.modules.predictor(z2)
         return p1, p2, z1, z2

@@ -1,4 +1,4 @@
-"""Verification back-ends: cosine scoring, score normalisation and PLDA.
+"""Verification back-ends: cosine scoring, score normalisation, whitening and PLDA.
 
 Everything works on numpy arrays; :mod:`sslsv_sb.evaluation.verification` turns trial
 lists and ``{utterance id: embedding}`` dicts into index arrays with
@@ -259,6 +259,83 @@ def _stats_for(emb, idx, cohort, top_k, chunk_size):
         raise ValueError(f"trial index {used[-1]} out of range for {len(emb)} rows")
     mu, sd = cohort_stats(emb[used], cohort, top_k, chunk_size)
     return mu[inverse], sd[inverse]
+
+
+class WhiteningBackend:
+    """Unsupervised back-end: centre and PCA-whiten the embeddings, then cosine.
+
+    Fitted on **unlabelled** training embeddings, so it is fair to a self-supervised
+    model. It matters when the encoder output is anisotropic: non-contrastive methods
+    with a BatchNorm projector (BYOL, SimSiam) can put almost all the variance of the
+    encoder output in one or two directions (dimensional collapse, Jing et al.,
+    arXiv 2110.09348) because the projector's BatchNorm rescales them away, and plain
+    cosine scores then compare little more than those directions. The PCA comes from
+    scikit-learn; components whose variance is below ``rel_floor`` times the largest
+    are dropped so that whitening does not amplify numerical noise.
+
+    Arguments
+    ---------
+    n_components : int or None
+        Keep the top components (None: all those above the floor).
+    rel_floor : float
+        Relative variance floor for kept components.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(200, 8)) * np.array([100.0] + [1.0] * 7)
+    >>> w = WhiteningBackend().fit(x)
+    >>> np.allclose(np.cov(w.transform(x).T), np.eye(8), atol=1e-6)
+    True
+    """
+
+    def __init__(self, n_components=None, rel_floor=1e-6):
+        if n_components is not None and int(n_components) < 1:
+            raise ValueError(f"n_components must be >= 1, got {n_components}")
+        self.n_components = None if n_components is None else int(n_components)
+        self.rel_floor = float(rel_floor)
+        self.pca = None
+
+    @staticmethod
+    def _flat(x):
+        x = _to_numpy(x) if isinstance(x, torch.Tensor) else np.asarray(x, np.float64)
+        if x.ndim not in (2, 3):
+            raise ValueError(f"embeddings must be (N, D) or (N, K, D), got {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("embeddings contain NaN or Inf")
+        return x.reshape(-1, x.shape[-1]).astype(np.float64), x.shape
+
+    def fit(self, embeddings):
+        """Fit the mean and the whitening on ``(N, D)`` / ``(N, K, D)`` embeddings."""
+        from sklearn.decomposition import PCA
+
+        x, _ = self._flat(embeddings)
+        if len(x) < 2:
+            raise SSLSVError("whitening needs at least 2 training embeddings")
+        pca = PCA(n_components=min(x.shape), whiten=True, svd_solver="full").fit(x)
+        var = pca.explained_variance_
+        keep = int((var > self.rel_floor * var[0]).sum())
+        if self.n_components is not None:
+            keep = min(keep, self.n_components)
+        self.pca = PCA(n_components=keep, whiten=True, svd_solver="full").fit(x)
+        return self
+
+    def transform(self, embeddings):
+        """Whitened embeddings, same layout as the input (last dim = components)."""
+        if self.pca is None:
+            raise RuntimeError("WhiteningBackend.transform called before fit")
+        x, shape = self._flat(embeddings)
+        if x.shape[1] != self.pca.n_features_in_:
+            raise ValueError(
+                f"embedding dim {x.shape[1]} != fitted dim {self.pca.n_features_in_}"
+            )
+        out = self.pca.transform(x).astype(np.float32)
+        return out.reshape(*shape[:-1], out.shape[-1])
+
+    def score_indices(self, embeddings, enrol_idx, test_idx):
+        """Cosine scores of whitened embeddings for index-based trials, ``(T,)``."""
+        w = self.transform(embeddings)
+        return cosine_scores(w, w, enrol_idx, test_idx)
 
 
 class PLDABackend:

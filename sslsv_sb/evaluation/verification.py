@@ -10,8 +10,10 @@ and ``evaluate.py``:
    the file list and the extraction settings (a changed checkpoint is a miss);
 2. back-ends: ``cosine``; ``cosine_<norm>`` for the score normalisation
    ``z-norm | t-norm | s-norm | as-norm`` (cohort: ``n_cohort`` random train files,
-   top-``cohort_top_k`` for AS-norm); ``plda`` (SpeechBrain PLDA trained on the
-   labelled train list);
+   top-``cohort_top_k`` for AS-norm); ``whiten`` (cosine after centring and PCA
+   whitening fitted on ``whiten_max_files`` random *unlabelled* train files, for
+   anisotropic embeddings); ``plda`` (SpeechBrain PLDA trained on the labelled
+   train list);
 3. optional calibration: an affine LLR map per back-end is trained on a held-out
    trial list (``calibration_list``) and applied to every list, adding ``actdcf_<p>``
    and ``cllr``;
@@ -32,7 +34,8 @@ Schema of ``verification.json``::
                "cache": {"hits": [..], "misses": [..]}, "calibration": {..}, ...}
     }
 
-Back-end names: ``cosine``, ``cosine_as-norm`` (or ``_z-norm``, ...), ``plda``.
+Back-end names: ``cosine``, ``cosine_as-norm`` (or ``_z-norm``, ...), ``whiten``,
+``plda``.
 """
 
 import json
@@ -50,13 +53,14 @@ from sslsv_sb.evaluation.metrics import act_dcf, cllr, verification_metrics
 from sslsv_sb.evaluation.scoring import (
     SCORE_NORMS,
     PLDABackend,
+    WhiteningBackend,
     cosine_scores,
     score_normalization,
 )
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("cosine", "plda")
+BACKENDS = ("cosine", "whiten", "plda")
 
 
 @dataclass
@@ -68,7 +72,7 @@ class EvalConfig:
     trial_lists : list of str
         [``trial_lists``] Trial lists, relative to the data folder or absolute.
     backends : list of str
-        [``eval_backends``, "--backends"] Subset of ``cosine``, ``plda``.
+        [``eval_backends``, "--backends"] Subset of ``cosine``, ``whiten``, ``plda``.
     score_norm : str or None
         [``eval_score_norm``, "--score_norm"] ``z-norm|t-norm|s-norm|as-norm``
         applied to cosine scores (reported as ``cosine_<norm>``).
@@ -84,6 +88,11 @@ class EvalConfig:
         [``eval_plda_rank_f`` ...] SpeechBrain PLDA settings (sslsv: 100, 10, 1.0).
     plda_max_files : int or None
         [``eval_plda_max_files``] Random subset of the train list for PLDA.
+    whiten_max_files : int or None
+        [``eval_whiten_max_files``] Random unlabelled train files fitting the
+        whitening (None: all).
+    whiten_n_components : int or None
+        [``eval_whiten_n_components``] Whitened dimensions kept (None: all).
     calibration_list : str or None
         [``eval_calibration_list``, "--calibration_list"] Held-out trial list.
     calibration_p_target : float
@@ -118,6 +127,8 @@ class EvalConfig:
     plda_nb_iter: int = 10
     plda_scaling_factor: float = 1.0
     plda_max_files: int = None
+    whiten_max_files: int = 2000
+    whiten_n_components: int = None
     calibration_list: str = None
     calibration_p_target: float = 0.01
     p_targets: list = field(default_factory=lambda: [0.01, 0.05])
@@ -182,14 +193,23 @@ class EvalConfig:
                 f"eval_score_norm / --score_norm: unknown {self.score_norm!r}; "
                 f"choose from {list(SCORE_NORMS)} or null"
             )
-        needs_train = "plda" in self.backends or self.score_norm is not None
+        needs_train = (
+            "plda" in self.backends
+            or "whiten" in self.backends
+            or self.score_norm is not None
+        )
         if needs_train and not self.train_list:
             raise SSLSVError(
-                "train_list: needed for PLDA / score normalisation (cohort) but not set"
+                "train_list: needed for PLDA / whitening / score normalisation "
+                "(cohort) but not set"
             )
         for key in ("n_cohort", "cohort_top_k", "plda_rank_f", "n_crops"):
             if int(getattr(self, key)) < 1:
                 raise SSLSVError(f"eval_{key}: must be >= 1, got {getattr(self, key)}")
+        for key, least in (("whiten_max_files", 2), ("whiten_n_components", 1)):
+            value = getattr(self, key)
+            if value is not None and int(value) < least:
+                raise SSLSVError(f"eval_{key}: must be >= {least}, got {value}")
         self.p_targets = [float(p) for p in self.p_targets]
 
 
@@ -384,7 +404,7 @@ def run_verification(
             resolve(f, data_folder) for f in calib.files()
         ]
     train_df = None
-    if "plda" in cfg.backends or cfg.score_norm:
+    if "plda" in cfg.backends or "whiten" in cfg.backends or cfg.score_norm:
         train_path = resolve(cfg.train_list, data_folder)
         label = cfg.label_key if "plda" in cfg.backends else None
         train_df = read_train_list(train_path, data_folder, label_key=label)
@@ -404,6 +424,16 @@ def run_verification(
             pick = np.sort(rng.choice(len(train_df), n, replace=False))
             plda_df = train_df.iloc[pick]
             sets[f"plda_{stem}_{n}_seed{cfg.seed}"] = list(plda_df["path"])
+        if "whiten" in cfg.backends:
+            n = (
+                len(train_df)
+                if cfg.whiten_max_files is None
+                else min(int(cfg.whiten_max_files), len(train_df))
+            )
+            pick = np.sort(rng.choice(len(train_df), n, replace=False))
+            sets[f"whiten_{stem}_{n}_seed{cfg.seed}"] = list(
+                train_df["path"].iloc[pick]
+            )
 
     settings = {
         "crop_seconds": cfg.crop_seconds,
@@ -436,6 +466,11 @@ def run_verification(
             scaling_factor=float(cfg.plda_scaling_factor),
         ).fit(x, list(plda_df["label"]))
 
+    whitening = None
+    if "whiten" in cfg.backends:
+        key = next(k for k in emb if k.startswith("whiten_"))
+        whitening = WhiteningBackend(n_components=cfg.whiten_n_components).fit(emb[key])
+
     def score_list(t, x):
         files = t.files()
         e_idx, t_idx = _trial_index(t, files)
@@ -456,6 +491,8 @@ def run_verification(
                 )
         elif cfg.score_norm:
             raise SSLSVError("eval_score_norm needs the 'cosine' back-end")
+        if whitening is not None:
+            out["whiten"] = whitening.score_indices(x, e_idx, t_idx)
         if plda is not None:
             out["plda"] = plda.score_indices(x, e_idx, t_idx)
         return out

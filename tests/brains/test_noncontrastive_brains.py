@@ -377,3 +377,6 @@ def test_simsiam_predictor_lr_stays_fixed():
     loss = train_step(brain, batch, epoch=2)
     assert torch.isfinite(loss)
     assert all(g["lr"] == 0.01 for g in others) and fixed[0]["lr"] == 0.1
+    # the encoder output's effective rank is monitored (B = 4 rows: at most 3)
+    erank = brain._metric_sums["emb_erank"] / brain._metric_count_per["emb_erank"]
+    assert 1.0 <= erank <= B - 1 + 1e-4

@@ -176,3 +176,60 @@ def test_plda_errors():
         PLDABackend().score_indices(np.ones((2, 3)), [0], [1])
     with pytest.raises(ValueError, match="2 speakers"):
         PLDABackend(rank_f=2).fit(np.random.default_rng(0).normal(size=(5, 3)), [0] * 5)
+
+
+# ------------------------------------------------------------------ whitening back-end
+def test_whitening_identity_covariance_and_floor():
+    from sslsv_sb.evaluation.scoring import WhiteningBackend
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 6)) * np.array([50.0, 5.0, 1.0, 1.0, 0.2, 0.0])
+    w = WhiteningBackend().fit(x)
+    y = w.transform(x)
+    assert y.shape == (500, 5)  # the zero-variance direction is dropped
+    np.testing.assert_allclose(np.cov(y.T), np.eye(5), atol=1e-3)
+    np.testing.assert_allclose(y.mean(0), 0, atol=1e-4)
+    assert WhiteningBackend(n_components=2).fit(x).transform(x).shape == (500, 2)
+    # (N, K, D) crops keep their layout
+    assert w.transform(x[:10].reshape(5, 2, 6)).shape == (5, 2, 5)
+
+
+def test_whitening_undoes_a_dominant_nuisance_direction():
+    """Speaker identity in 4 small dims + one huge speaker-independent dim: cosine is
+    near chance, whitened cosine separates the speakers."""
+    from sslsv_sb.evaluation.metrics import eer
+    from sslsv_sb.evaluation.scoring import WhiteningBackend, cosine_scores
+
+    rng = np.random.default_rng(1)
+    spk = np.repeat(np.arange(40), 6)
+    centres = rng.normal(size=(40, 4))
+    x = np.concatenate(
+        [
+            centres[spk] + 0.3 * rng.normal(size=(240, 4)),
+            30 * rng.normal(size=(240, 1)),
+        ],
+        axis=1,
+    )
+    e_idx, t_idx = np.triu_indices(240, k=1)
+    labels = (spk[e_idx] == spk[t_idx]).astype(int)
+    raw = eer(cosine_scores(x, x, e_idx, t_idx), labels)[0]
+    white = eer(WhiteningBackend().fit(x).score_indices(x, e_idx, t_idx), labels)[0]
+    # whitening gives the nuisance dim the weight of one informative dim: between
+    # chance and cosine on the 4 informative (centred) dims alone
+    inf = x[:, :4] - x[:, :4].mean(0)
+    oracle = eer(cosine_scores(inf, inf, e_idx, t_idx), labels)[0]
+    assert raw > 0.4 and oracle < white < 0.2
+
+
+def test_whitening_errors():
+    from sslsv_sb.evaluation.scoring import WhiteningBackend
+
+    with pytest.raises(RuntimeError, match="before fit"):
+        WhiteningBackend().transform(np.ones((3, 2)))
+    w = WhiteningBackend().fit(np.random.default_rng(0).normal(size=(10, 3)))
+    with pytest.raises(ValueError, match="dim"):
+        w.transform(np.ones((3, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        w.transform(np.full((3, 3), np.nan))
+    with pytest.raises(ValueError, match="n_components"):
+        WhiteningBackend(n_components=0)

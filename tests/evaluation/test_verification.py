@@ -151,3 +151,44 @@ def test_speaker_of():
     files = ["wav/id1/a/1.wav", "wav/id2/b/1.wav", "wav/id1/c/2.wav"]
     assert speaker_of(files) == ["id1", "id2", "id1"]
     assert speaker_of(["id1/a.wav", "id2/b.wav"]) == ["id1", "id2"]
+
+
+def test_whiten_backend_scores_with_unlabelled_train_files(tiny_corpus, tmp_path):
+    """``whiten``: fitted on ``whiten_max_files`` train files, equals cosine of the
+    whitened embeddings computed independently (numpy eigendecomposition)."""
+    from sslsv_sb.evaluation.scoring import cosine_scores, index_trials
+
+    enc = ToyEncoder()
+    cfg = EvalConfig(
+        trial_lists=["trials.txt"],
+        backends=["cosine", "whiten"],
+        train_list="train.csv",
+        whiten_max_files=30,
+        plots=False,
+    )
+    out = tmp_path / "run"
+    ver = run_verification(enc, cfg, str(tiny_corpus), str(out), model_id="w" * 64)
+    assert set(ver["lists"]["trials"]) == {"cosine", "whiten"}
+    cache = out / "embeddings_cache" / ("w" * 16)
+    (fit_file,) = [f for f in os.listdir(cache) if f.startswith("whiten_train_30_")]
+    (list_file,) = [f for f in os.listdir(cache) if f.startswith("list_trials")]
+    with np.load(cache / fit_file) as z:
+        x_fit = z["emb"].astype(np.float64)
+    with np.load(cache / list_file) as z:
+        x_list, files = z["emb"].astype(np.float64), list(z["files"])
+    mu = x_fit.mean(0)
+    val, vec = np.linalg.eigh(np.cov(x_fit.T))
+    w = (x_list - mu) @ vec / np.sqrt(val)
+    rows = [line.split() for line in open(tiny_corpus / "trials.txt")]
+    base = os.path.abspath(str(tiny_corpus))
+    emb = {os.path.relpath(f, base): w[i] for i, f in enumerate(files)}
+    mat, e_idx, t_idx, _ = index_trials([r[1] for r in rows], [r[2] for r in rows], emb)
+    expected = cosine_scores(mat, mat, e_idx, t_idx)
+    with np.load(out / "scores_trained.npz") as z:
+        np.testing.assert_allclose(z["trials__whiten"], expected, atol=1e-4)
+    with pytest.raises(SSLSVError, match="eval_whiten_max_files"):
+        EvalConfig.from_hparams(
+            {"eval_backends": ["whiten"], "train_list": "a", "eval_whiten_max_files": 1}
+        )
+    with pytest.raises(SSLSVError, match="train_list"):
+        EvalConfig.from_hparams({"eval_backends": ["whiten"]})
