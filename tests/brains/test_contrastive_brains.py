@@ -139,6 +139,39 @@ def test_moco_keys_use_teacher_without_grad():
     assert q1.requires_grad and not k1.requires_grad and not k2.requires_grad
 
 
+def test_moco_shuffle_bn_splits_emulate_devices(monkeypatch):
+    """``shuffle_bn_splits: 2``: queries are BatchNorm-ed per consecutive chunk, keys
+    per chunk of the shuffled batch (independent recomputation of both)."""
+    import sslsv_sb.brains.moco as moco_mod
+
+    perm = torch.tensor([0, 4, 1, 5, 2, 6, 3, 7])  # 2B = 8 rows, view-major
+    monkeypatch.setattr(
+        moco_mod, "batch_shuffle", lambda x: (x[perm], torch.argsort(perm))
+    )
+    brain = start(moco_brain(shuffle_bn_splits=2))
+    batch = make_batch()
+    q1, q2, k1, k2 = brain.compute_forward(batch, sb.Stage.TRAIN)
+    x = brain.view_major(batch.views.data)  # (8, L), no augmentation module
+    student, teacher = brain.modules.embedding_model, brain.modules.teacher_model
+    with torch.no_grad():
+        q_ref = torch.cat([brain.embed(x[:4]), brain.embed(x[4:])])
+        mods = brain.key_modules()
+        k_ref = torch.empty(8, DIM)
+        for rows in (perm[:4], perm[4:]):
+            k_ref[rows] = brain.embed(x[rows], modules=mods)
+    torch.testing.assert_close(torch.cat([q1, q2]).detach(), q_ref)
+    torch.testing.assert_close(torch.cat([k1, k2]), k_ref)
+    # with one split the whole batch shares the statistics (differs here)
+    with torch.no_grad():
+        whole = brain.embed(x)
+    assert not torch.allclose(whole, q_ref, atol=1e-4)
+    assert student is not teacher
+    with pytest.raises(ValueError, match="shuffle_bn_splits=8"):
+        start(moco_brain(shuffle_bn_splits=8)).compute_forward(
+            make_batch(), sb.Stage.TRAIN
+        )
+
+
 def test_moco_with_projector_pairs():
     from sslsv_sb.models.heads import SimCLRProjectionHead
 
