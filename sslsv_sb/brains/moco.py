@@ -54,10 +54,9 @@ class MoCoBrain(SSPSMixin, MomentumBrain):
     this leak instead of learning speaker information (arXiv 1911.05722, §3.3).
     Shuffling gives the key encoder's BN a different random subset of the global
     batch. In a single process BN over the whole batch is permutation-invariant, so
-    the shuffle alone would do nothing and the leak stays: the model can tell the
-    current batch's keys from the queue's by their shared BatchNorm statistics (on
-    the demo corpus MoCo + ResNet-34 reached chance-level EER this way while its
-    training accuracy rose). ``shuffle_bn_splits: S`` (hparam, default 1) therefore
+    the shuffle alone would do nothing and the leak stays: the model could tell the
+    current batch's keys from the queue's by their shared BatchNorm statistics.
+    ``shuffle_bn_splits: S`` (hparam, default 1) therefore
     emulates S devices per process, like the single-GPU "SplitBatchNorm" of the
     MoCo authors' CIFAR demo: the query encoder runs on S consecutive chunks of the
     batch and the key encoder on S chunks of the shuffled batch, so a key's BN
