@@ -409,31 +409,26 @@ def run_verification(
         label = cfg.label_key if "plda" in cfg.backends else None
         train_df = read_train_list(train_path, data_folder, label_key=label)
         stem = os.path.splitext(os.path.basename(train_path))[0]
+
+        def subset(max_files):
+            """Sorted random rows of the train list (all of them for None)."""
+            n = (
+                len(train_df)
+                if max_files is None
+                else min(int(max_files), len(train_df))
+            )
+            return train_df.iloc[np.sort(rng.choice(len(train_df), n, replace=False))]
+
+        # one rng draw per set, in this order (cohort, PLDA, whitening)
         if cfg.score_norm:
-            n = min(int(cfg.n_cohort), len(train_df))
-            pick = np.sort(rng.choice(len(train_df), n, replace=False))
-            sets[f"cohort_{stem}_{n}_seed{cfg.seed}"] = list(
-                train_df["path"].iloc[pick]
-            )
+            part = subset(cfg.n_cohort)
+            sets[f"cohort_{stem}_{len(part)}_seed{cfg.seed}"] = list(part["path"])
         if "plda" in cfg.backends:
-            n = (
-                len(train_df)
-                if cfg.plda_max_files is None
-                else min(int(cfg.plda_max_files), len(train_df))
-            )
-            pick = np.sort(rng.choice(len(train_df), n, replace=False))
-            plda_df = train_df.iloc[pick]
-            sets[f"plda_{stem}_{n}_seed{cfg.seed}"] = list(plda_df["path"])
+            plda_df = subset(cfg.plda_max_files)
+            sets[f"plda_{stem}_{len(plda_df)}_seed{cfg.seed}"] = list(plda_df["path"])
         if "whiten" in cfg.backends:
-            n = (
-                len(train_df)
-                if cfg.whiten_max_files is None
-                else min(int(cfg.whiten_max_files), len(train_df))
-            )
-            pick = np.sort(rng.choice(len(train_df), n, replace=False))
-            sets[f"whiten_{stem}_{n}_seed{cfg.seed}"] = list(
-                train_df["path"].iloc[pick]
-            )
+            part = subset(cfg.whiten_max_files)
+            sets[f"whiten_{stem}_{len(part)}_seed{cfg.seed}"] = list(part["path"])
 
     settings = {
         "crop_seconds": cfg.crop_seconds,
