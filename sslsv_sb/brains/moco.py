@@ -18,6 +18,7 @@ import torch
 from sslsv_sb.brains.momentum import MomentumBrain
 from sslsv_sb.brains.simclr_margins import MarginScheduleMixin, record_loss_metrics
 from sslsv_sb.brains.ssps import SSPSMixin
+from sslsv_sb.errors import SSLSVError
 from sslsv_sb.losses.moco import batch_shuffle, batch_unshuffle
 
 
@@ -97,12 +98,13 @@ class MoCoBrain(SSPSMixin, MomentumBrain):
     def bn_splits(self, n_rows):
         """Virtual devices for shuffle-BN in one process (``shuffle_bn_splits``).
 
-        Raises ``ValueError`` when a chunk of the ``n_rows`` rows would hold fewer
-        than 2 rows (BatchNorm needs 2).
+        Raises ``SSLSVError`` (a configuration error: one ``error:`` line, exit 2)
+        when a chunk of the ``n_rows`` rows would hold fewer than 2 rows (BatchNorm
+        needs 2).
         """
         splits = int(getattr(self.hparams, "shuffle_bn_splits", 1) or 1)
         if splits < 1 or n_rows // splits < 2:
-            raise ValueError(
+            raise SSLSVError(
                 f"shuffle_bn_splits={splits}: needs >= 1 and at least 2 rows per "
                 f"split ({n_rows} rows = 2 views x the per-rank batch)"
             )

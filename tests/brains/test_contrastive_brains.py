@@ -20,6 +20,7 @@ from sslsv_sb.brains.moco import MoCoBrain, MoCoMarginsBrain
 from sslsv_sb.brains.simclr_margins import SimCLRMarginsBrain
 from sslsv_sb.brains.simclr_multiviews import SimCLRMultiViewsBrain
 from sslsv_sb.brains.supervised import SupervisedBrain
+from sslsv_sb.errors import SSLSVError
 from sslsv_sb.losses.aam import AAMSoftmaxLoss
 from sslsv_sb.losses.margins import MarginNTXentLoss
 from sslsv_sb.losses.moco import MoCoLoss
@@ -166,7 +167,7 @@ def test_moco_shuffle_bn_splits_emulate_devices(monkeypatch):
         whole = brain.embed(x)
     assert not torch.allclose(whole, q_ref, atol=1e-4)
     assert student is not teacher
-    with pytest.raises(ValueError, match="shuffle_bn_splits=8"):
+    with pytest.raises(SSLSVError, match="shuffle_bn_splits=8"):
         start(moco_brain(shuffle_bn_splits=8)).compute_forward(
             make_batch(), sb.Stage.TRAIN
         )
