@@ -14,6 +14,21 @@ non-diagonal offsets ``1..M-1`` (so a negative can never be the positive, unlike
 sslsv which samples a row with replacement and may draw the positive itself), or
 every off-diagonal pair (``negatives="all"``).
 
+NCE denominator (``nce_denominator``): by default (``"own"``) anchor ``i``'s
+denominator holds its positive and *its own* negatives,
+``-mean_i[s(i,i) - log(exp s(i,i) + sum_{j in N(i)} exp s(i,j))]``, the usual
+InfoNCE form (Oord et al., arXiv 1807.03748) in which each anchor contrasts its
+positive against the negatives drawn for it. sslsv's LIM instead adds the negatives
+of the *whole* local batch to every anchor's denominator,
+``-mean_i[s(i,i) - log(exp s(i,i) + sum_k sum_{j in N(k)} exp s(k,j))]``: the
+negative term is shared by all anchors (with one negative per anchor it sums ``N``
+scores instead of one), so anchor ``i``'s term also pushes apart the negative pairs
+of the other anchors, and the denominator grows with the batch: with cosine scores
+in ``[-1, 1]`` and one negative per anchor, the loss is bounded below by
+``log(1 + N e^-2)`` instead of ``log(1 + e^-2)``. ``nce_denominator="batch"``
+reproduces that form; as in sslsv the sum runs over the anchors of the local rank
+(their negatives are still drawn from the gathered batch).
+
 GIM (:class:`GIMLoss`): the *global* variant, as defined by the PASE+ workers
 (Ravanelli et al., arXiv 2001.09239, "local info max" / "global info max" workers,
 which reuse the LIM objective of arXiv 1812.00271): LIM contrasts *local*
@@ -36,9 +51,10 @@ from torch import nn
 from sslsv_sb.distributed import gather, rank
 
 OBJECTIVES = ("bce", "nce", "mine")
+NCE_DENOMINATORS = ("own", "batch")
 
 
-def lim_objective(pos, neg, objective):
+def lim_objective(pos, neg, objective, nce_denominator="own"):
     """Negated MI lower bound from critic scores.
 
     Arguments
@@ -50,7 +66,11 @@ def lim_objective(pos, neg, objective):
     objective : str
         ``"bce"``: ``-[mean log s(pos) + mean log(1 - s(neg))]``;
         ``"mine"``: ``-[mean(pos) - log mean exp(neg)]``;
-        ``"nce"``: ``-mean(pos - log(exp(pos) + sum_j exp(neg_j)))`` (per anchor).
+        ``"nce"``: ``-mean_i(pos_i - log(exp(pos_i) + sum_j exp(neg_ij)))``.
+    nce_denominator : str
+        ``"nce"`` only. ``"own"``: anchor ``i``'s denominator sums its own row
+        ``neg[i]``; ``"batch"`` (sslsv's form): every anchor's denominator sums all
+        ``P * n`` negative scores of ``neg``.
 
     Returns
     -------
@@ -65,6 +85,15 @@ def lim_objective(pos, neg, objective):
             pos.mean() - (torch.logsumexp(neg.reshape(-1), 0) - math.log(neg.numel()))
         )
     if objective == "nce":
+        if nce_denominator == "batch":
+            # log(exp(pos_i) + sum_all exp(neg)), stable: logaddexp with one lse
+            log_den = torch.logaddexp(pos, torch.logsumexp(neg.reshape(-1), 0))
+            return -(pos - log_den).mean()
+        if nce_denominator != "own":
+            raise ValueError(
+                f"unknown NCE denominator {nce_denominator!r}, "
+                f"expected one of {NCE_DENOMINATORS}"
+            )
         return -(
             pos - torch.logsumexp(torch.cat([pos[:, None], neg], dim=1), dim=1)
         ).mean()
@@ -85,6 +114,10 @@ class LIMLoss(nn.Module):
         one random other sentence); ``"all"``: every other sample of the batch.
     n_negatives : int
         Negatives per anchor for ``negatives="random"`` (clipped to ``M - 1``).
+    nce_denominator : str
+        ``"own"`` (default): each anchor's NCE denominator holds its own negatives;
+        ``"batch"``: the negatives of every local anchor (sslsv's LIM ``nce``; see
+        the module docstring). Ignored by ``"bce"`` and ``"mine"``.
 
     Example
     -------
@@ -94,7 +127,9 @@ class LIMLoss(nn.Module):
     ['loss', 'neg_sim', 'pos_sim']
     """
 
-    def __init__(self, objective="bce", negatives="random", n_negatives=1):
+    def __init__(
+        self, objective="bce", negatives="random", n_negatives=1, nce_denominator="own"
+    ):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(
@@ -106,6 +141,12 @@ class LIMLoss(nn.Module):
             )
         if n_negatives < 1:
             raise ValueError(f"LIMLoss: n_negatives must be >= 1, got {n_negatives}")
+        if nce_denominator not in NCE_DENOMINATORS:
+            raise ValueError(
+                f"LIMLoss: nce_denominator must be one of {NCE_DENOMINATORS}, "
+                f"got {nce_denominator!r}"
+            )
+        self.nce_denominator = nce_denominator
         self.objective = objective
         self.negatives = negatives
         self.n_negatives = n_negatives
@@ -147,7 +188,7 @@ class LIMLoss(nn.Module):
         sims = a @ c.T  # (P, M)
         pos = sims.gather(1, own[:, None])[:, 0]  # (P,)
         neg = sims.gather(1, self.negative_columns(own, c.shape[0]))  # (P, n)
-        loss = lim_objective(pos, neg, self.objective)
+        loss = lim_objective(pos, neg, self.objective, self.nce_denominator)
         return {
             "loss": loss,
             "pos_sim": pos.detach().mean(),
@@ -185,7 +226,7 @@ class GIMLoss(LIMLoss):
 
     Arguments
     ---------
-    objective, negatives, n_negatives
+    objective, negatives, n_negatives, nce_denominator
         As :class:`LIMLoss`.
     window : int
         Frames averaged into one global representation (2 s in PASE+, i.e. 200 frames
@@ -199,8 +240,15 @@ class GIMLoss(LIMLoss):
     torch.Size([])
     """
 
-    def __init__(self, objective="bce", negatives="random", n_negatives=1, window=200):
-        super().__init__(objective, negatives, n_negatives)
+    def __init__(
+        self,
+        objective="bce",
+        negatives="random",
+        n_negatives=1,
+        window=200,
+        nce_denominator="own",
+    ):
+        super().__init__(objective, negatives, n_negatives, nce_denominator)
         if window < 1:
             raise ValueError(f"GIMLoss: window must be >= 1, got {window}")
         self.window = window

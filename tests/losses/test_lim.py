@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslsv_sb.losses.lim import GIMLoss, LIMLoss
+from sslsv_sb.losses.lim import GIMLoss, LIMLoss, lim_objective
 
 
 def _objective_loop(pos, negs, objective):
@@ -111,3 +111,72 @@ def test_errors():
         GIMLoss()(torch.randn(3, 2, 4), torch.randn(2, 2, 4))
     with pytest.raises(ValueError):
         GIMLoss()(torch.randn(3, 4))
+
+
+def _sslsv_nce_loop(pos, negs):
+    """sslsv's LIM NCE: every anchor's denominator sums the negatives of the batch."""
+    total = sum(math.exp(n) for row in negs for n in row)
+    vals = [p - math.log(math.exp(p) + total) for p in pos]
+    return -sum(vals) / len(vals)
+
+
+@pytest.mark.parametrize("negatives", ["all", "random"])
+def test_nce_batch_denominator_matches_loop(negatives):
+    torch.manual_seed(2)
+    z1, z2 = (
+        torch.randn(6, 5, dtype=torch.float64),
+        torch.randn(6, 5, dtype=torch.float64),
+    )
+    loss = LIMLoss("nce", negatives=negatives, nce_denominator="batch")
+    torch.manual_seed(3)
+    out = loss(z1, z2)
+    torch.manual_seed(3)  # same negative draw as inside forward
+    cols = loss.negative_columns(torch.arange(6), 6)
+    c = F.cosine_similarity
+    pos = [float(c(z1[i], z2[i], dim=0)) for i in range(6)]
+    negs = [[float(c(z1[i], z2[j], dim=0)) for j in cols[i].tolist()] for i in range(6)]
+    expected = _sslsv_nce_loop(pos, negs)
+    assert out["loss"].item() == pytest.approx(expected, rel=1e-6)
+    # the default per-anchor form is a different number on the same scores
+    own = LIMLoss("nce", negatives=negatives)
+    torch.manual_seed(3)
+    assert own(z1, z2)["loss"].item() == pytest.approx(
+        _objective_loop(pos, negs, "nce"), rel=1e-6
+    )
+    assert abs(expected - _objective_loop(pos, negs, "nce")) > 0.1
+
+
+def test_nce_batch_denominator_lower_bound():
+    # perfect critic (pos = 1, every negative = -1): the sslsv form is bounded below by
+    # log(1 + N e^-2), the per-anchor form by log(1 + e^-2) (one negative each)
+    n = 4
+    pos, neg = torch.ones(n), -torch.ones(n, 1)
+    assert lim_objective(pos, neg, "nce", "batch").item() == pytest.approx(
+        math.log(1 + n * math.exp(-2)), rel=1e-6
+    )
+    assert lim_objective(pos, neg, "nce", "own").item() == pytest.approx(
+        math.log(1 + math.exp(-2)), rel=1e-6
+    )
+    # bce / mine do not depend on the option
+    for objective in ("bce", "mine"):
+        assert lim_objective(pos, neg, objective, "batch") == lim_objective(
+            pos, neg, objective, "own"
+        )
+
+
+def test_gim_passes_nce_denominator():
+    x = torch.randn(5, 4, 12)
+    outs = [
+        GIMLoss("nce", "all", window=3, nce_denominator=den)(
+            x, generator=torch.Generator().manual_seed(0)
+        )["loss"].item()
+        for den in ("own", "batch")
+    ]
+    assert outs[1] > outs[0] + 0.5  # 4 negatives per anchor vs 20 in the batch
+
+
+def test_nce_denominator_errors():
+    with pytest.raises(ValueError, match="nce_denominator"):
+        LIMLoss("nce", nce_denominator="global")
+    with pytest.raises(ValueError, match="nce_denominator"):
+        GIMLoss("nce", nce_denominator="all")
