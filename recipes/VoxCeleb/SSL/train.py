@@ -21,89 +21,29 @@ to ``<output_folder>/verification.json``.
 Authors: the sslsv-sb developers.
 """
 
-import hashlib
-import json
 import logging
 import os
 
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
-from ruamel.yaml import YAMLError
 from speechbrain.utils.data_pipeline import GeneratorDynamicItem
-from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.distributed import if_main_process
 
 from sslsv_sb.data.lists import read_train_list, read_trials, resolve
 from sslsv_sb.data.sampling import EpochState, ViewSampler
 from sslsv_sb.errors import SSLSVError, run_cli
 from sslsv_sb.evaluation.cache import model_fingerprint
 from sslsv_sb.evaluation.verification import format_table, run_verification
+from sslsv_sb.recipe.hparams import load_hparams as _load_hparams
 from sslsv_sb.training import StepLogger
 
 logger = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _load_yaml(hparams_file, overrides):
-    try:
-        with open(hparams_file, encoding="utf-8") as fin:
-            return load_hyperpyyaml(fin, overrides)
-    except KeyError as err:
-        raise SSLSVError(
-            f"{hparams_file}: unknown hyper-parameter on the command line: {err}"
-        ) from err
-    except YAMLError as err:
-        msg = " ".join(str(err).split())
-        raise SSLSVError(f"{hparams_file}: invalid yaml or override: {msg}") from err
-
-
 def load_hparams(argv):
-    """Parse the command line and load the yaml (errors name the offending key).
-
-    Without a data folder, the embedded corpus is generated if missing and the yaml's
-    ``embedded:`` values are applied as if given on the command line (explicit
-    command-line values win), so objects built from them see the right values.
-    """
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    if not os.path.isfile(hparams_file):
-        alt = os.path.join(HERE, hparams_file)
-        if os.path.isfile(alt):
-            hparams_file = alt
-        else:
-            raise SSLSVError(f"hparams file not found: {hparams_file}")
-    sb.utils.distributed.ddp_init_group(run_opts)
-    hparams = _load_yaml(hparams_file, overrides)
-    if not hparams.get("data_folder"):
-        from sslsv_sb.data.corpus import default_data_folder, ensure_corpus
-
-        preset = hparams.get("corpus_preset", "demo")
-        knobs = dict(hparams.get("corpus") or {})
-        # One folder per (preset, knobs): a multilingual or resized corpus never
-        # collides with the default demo corpus.
-        name = preset
-        if knobs:
-            digest = hashlib.sha1(json.dumps(knobs, sort_keys=True).encode())
-            name = f"{preset}-{digest.hexdigest()[:8]}"
-        corpus_kwargs = {
-            "out_dir": os.path.join(default_data_folder(), name),
-            "preset": preset,
-            **knobs,
-        }
-        folder = run_on_main(ensure_corpus, kwargs=corpus_kwargs)
-        folder = str(folder or ensure_corpus(**corpus_kwargs))
-        given = {line.split(":")[0].strip() for line in overrides.splitlines()}
-        extra = {k: v for k, v in hparams.get("embedded", {}).items() if k not in given}
-        extra["data_folder"] = folder
-        lines = [overrides] if overrides.strip() else []
-        lines += [f"{k}: {json.dumps(v)}" for k, v in extra.items()]
-        overrides = "\n".join(lines)
-        logger.info("no data_folder given: using the embedded corpus %s", folder)
-        hparams = _load_yaml(hparams_file, overrides)
-    if not os.path.isdir(hparams["data_folder"]):
-        raise SSLSVError(
-            f"data folder not found: {hparams['data_folder']} (--data_folder)"
-        )
-    return hparams_file, run_opts, overrides, hparams
+    """:func:`sslsv_sb.recipe.hparams.load_hparams`; yaml paths may be relative here."""
+    return _load_hparams(argv, recipe_dir=HERE)
 
 
 def resolve_num_workers(value, world=1):

@@ -1,0 +1,1 @@
+"""Recipe plumbing shared by the recipe scripts (hyper-parameter loading, ...)."""
