@@ -5,15 +5,13 @@ Discriminative Speaker Representations" (arXiv 2404.14913; first version arXiv
 2306.03664) add the large-margin penalties of face recognition to the *positive*
 logit of NT-Xent (SimCLR) and InfoNCE (MoCo). This module provides
 
-* functional margins on cosines (``cosface_logit``, ``arcface_logit``,
-  ``sphereface_logit``, ``magface_margin``, ``adaface_logit``);
 * ``PositiveMargin``: one module for every margin type, with the stateful ones
   (CurricularFace ``t``, AdaFace norm statistics) kept in registered buffers, a
   learnable margin, the SIMO automatic margin and a margin-ramp factor that **every**
-  type honours;
+  type honours (the per-type logit functions and the margin value live in
+  ``sslsv_sb.losses.margin_logits``);
 * ``MarginNTXentLoss``: NT-Xent with margins, multi-positive (SimCLR multi-views) and
-  symmetric (SimCLR) modes, negatives gathered across ranks;
-* ``cosine_margin_schedule``: the cosine 0 -> m ramp over the first half of training.
+  symmetric (SimCLR) modes, negatives gathered across ranks.
 
 Differences from sslsv (see docs/sslsv_inventory.md section 9):
 
@@ -39,215 +37,24 @@ from speechbrain.utils.autocast import fwd_default_precision
 from torch import nn
 
 from sslsv_sb import distributed as dist_utils
-
-MARGIN_TYPES = (
-    "none",
-    "cosface",
-    "arcface",
-    "sphereface",
-    "curricularface",
-    "magface",
-    "adaface",
+from sslsv_sb.losses.margin_logits import (
+    ScheduledMargin,
+    adaface_logit,
+    adaface_scaler,
+    arcface_logit,
+    cosface_logit,
+    curricularface_logits,
+    ema_,
+    magface_margin,
+    magface_regularizer,
+    sphereface_logit,
 )
 
-# Margin types whose margin is additive in cosine (or angle) units: SIMO applies,
-# the schedule ramps them from 0.
-_ADDITIVE = ("cosface", "arcface", "curricularface", "adaface")
-_ACOS_EPS = 1e-6
 
-
-def cosine_margin_schedule(epoch, total_epochs, margin):
-    """Cosine ramp of a margin from 0 to ``margin`` over the first half of training.
-
-    ``m_e = m * (1 - cos(pi * e / (E // 2))) / 2`` for ``e < E // 2``, then ``m``
-    (the ``margin_scheduler`` of arXiv 2404.14913 / sslsv).
-
-    Arguments
-    ---------
-    epoch : int
-        Current epoch, counted **from 0** (pass ``epoch - 1`` with SpeechBrain's
-        1-based epoch counter).
-    total_epochs : int
-        Number of training epochs ``E`` (>= 1).
-    margin : float
-        Final margin ``m``.
-
-    Returns
-    -------
-    float
-        The margin for this epoch.
-
-    Example
-    -------
-    >>> cosine_margin_schedule(0, 10, 0.2), cosine_margin_schedule(5, 10, 0.2)
-    (0.0, 0.2)
-    """
-    if total_epochs < 1 or epoch < 0:
-        raise ValueError(
-            f"cosine_margin_schedule needs epoch >= 0 and total_epochs >= 1, got "
-            f"epoch={epoch}, total_epochs={total_epochs}"
-        )
-    half = total_epochs // 2
-    if half == 0 or epoch >= half:
-        return float(margin)
-    return float(margin) * (1.0 - math.cos(math.pi * epoch / half)) / 2.0
-
-
-def simo_margin(scale, alpha, n_negatives):
-    """SIMO automatic additive margin ``m = ln(alpha / K) / scale``.
-
-    This is the ``margin_simo`` option of the reference code of arXiv 2404.14913
-    (sslsv ``NTXentCosFace``; I could not check the exact wording of its derivation in
-    the paper text). Reading: subtracting ``m`` from the positive cosine multiplies the
-    positive's softmax weight by ``exp(-scale * m) = K / alpha``, i.e. the positive
-    competes against ``K`` negatives as hard as it would against ``alpha`` negatives
-    without margin. ``alpha = 65536`` (MoCo's queue size), ``K`` = negatives per
-    anchor; sslsv's default ``K = 510`` is ``2 * (256 - 1)``, symmetric SimCLR with a
-    global batch of 256, giving ``m = 0.03 * ln(65536 / 510) ~ 0.146``.
-
-    Arguments
-    ---------
-    scale : float
-        Logit scale ``s = 1 / temperature``.
-    alpha : float
-        Target effective number of negatives.
-    n_negatives : int
-        ``K``, negatives per anchor.
-
-    Returns
-    -------
-    float
-        The margin (negative when ``K > alpha``).
-    """
-    if n_negatives < 1:
-        raise ValueError(f"SIMO margin needs K >= 1 negatives, got {n_negatives}")
-    return math.log(alpha / n_negatives) / scale
-
-
-def _clamp_cos(cos):
-    return cos.clamp(-1.0 + _ACOS_EPS, 1.0 - _ACOS_EPS)
-
-
-def cosface_logit(cos, margin):
-    """CosFace / AM-softmax positive ``cos - m`` (arXiv 1801.09414)."""
-    return cos - margin
-
-
-def arcface_logit(cos, margin):
-    """ArcFace positive ``cos(theta + m)`` (arXiv 1801.07698).
-
-    Where ``theta + m > pi`` (``cos <= cos(pi - m)``) ``cos(theta + m)`` stops being
-    monotonic in ``theta``; the reference implementation then uses the CosFace-like
-    ``cos - m sin(pi - m)`` (no "easy margin"), as here.
-
-    Arguments
-    ---------
-    cos : torch.Tensor
-        Cosines, any shape.
-    margin : float or torch.Tensor
-        Angular margin, broadcastable to ``cos`` (per-row margins for MagFace).
-
-    Returns
-    -------
-    torch.Tensor
-        Same shape as ``cos``.
-    """
-    margin = torch.as_tensor(margin, dtype=cos.dtype, device=cos.device)
-    cos = _clamp_cos(cos)
-    sin = torch.sqrt(1.0 - cos * cos)
-    phi = cos * torch.cos(margin) - sin * torch.sin(margin)
-    threshold = torch.cos(math.pi - margin)
-    fallback = cos - torch.sin(math.pi - margin) * margin
-    return torch.where(cos > threshold, phi, fallback)
-
-
-def sphereface_logit(cos, margin):
-    """SphereFace multiplicative angular margin psi (arXiv 1704.08063).
-
-    ``psi(theta) = (-1)^k cos(m theta) - 2k`` with ``k = floor(m theta / pi)``, the
-    monotonic extension of ``cos(m theta)`` on ``[0, pi]``. Gradients flow through
-    ``theta = acos(cos)`` (``cos`` clamped to ``+-(1 - 1e-6)``).
-
-    Arguments
-    ---------
-    cos : torch.Tensor
-        Cosines, any shape.
-    margin : float or torch.Tensor
-        Multiplicative margin ``m >= 1`` (``m = 1``: no margin).
-
-    Returns
-    -------
-    torch.Tensor
-        Same shape as ``cos``.
-    """
-    theta = torch.acos(_clamp_cos(cos))
-    m_theta = margin * theta
-    k = torch.floor(m_theta.detach() / math.pi)
-    sign = 1.0 - 2.0 * torch.remainder(k, 2.0)  # (-1)^k
-    return sign * torch.cos(m_theta) - 2.0 * k
-
-
-def magface_margin(norms, l_a=10.0, u_a=110.0, l_margin=0.01, u_margin=0.05):
-    """MagFace magnitude-aware margin ``m(a)`` (arXiv 2103.06627).
-
-    ``a`` = norm of the un-normalised embedding clipped to ``[l_a, u_a]``;
-    ``m(a) = (u_m - l_m) / (u_a - l_a) * (a - l_a) + l_m`` (linear, increasing).
-
-    Arguments
-    ---------
-    norms : torch.Tensor
-        ``(R,)`` raw embedding norms (differentiable).
-    l_a, u_a : float
-        Norm bounds.
-    l_margin, u_margin : float
-        Margins at ``l_a`` and ``u_a``.
-
-    Returns
-    -------
-    tuple of torch.Tensor
-        ``(m, a)``: margins ``(R,)`` and clipped norms ``(R,)``.
-    """
-    a = norms.clamp(l_a, u_a)
-    return (u_margin - l_margin) / (u_a - l_a) * (a - l_a) + l_margin, a
-
-
-def magface_regularizer(a, u_a=110.0):
-    """MagFace ``g(a) = a / u_a^2 + 1 / a`` averaged over rows (arXiv 2103.06627)."""
-    return (a / (u_a**2) + 1.0 / a).mean()
-
-
-def adaface_logit(cos, margin_scaler, margin, eps=1e-3):
-    """AdaFace norm-adaptive positive logit (arXiv 2204.00964).
-
-    With ``s`` the margin scaler in ``[-1, 1]`` (high-norm = "easy" sample -> s > 0):
-    ``theta' = clip(theta - m s, eps, pi - eps)`` (angular part ``g_angle = -m s``),
-    logit ``cos(theta') - (m + m s)`` (additive part ``g_add = m s + m``).
-
-    Arguments
-    ---------
-    cos : torch.Tensor
-        ``(R, P)`` positive cosines.
-    margin_scaler : torch.Tensor
-        ``(R, 1)`` scalers (no gradient).
-    margin : float or torch.Tensor
-        ``m``.
-    eps : float
-        Angle clipping.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(R, P)``.
-    """
-    theta = torch.acos(cos.clamp(-1.0 + eps, 1.0 - eps))
-    theta_m = torch.clamp(theta - margin * margin_scaler, eps, math.pi - eps)
-    return torch.cos(theta_m) - (margin + margin * margin_scaler)
-
-
-class PositiveMargin(nn.Module):
+class PositiveMargin(ScheduledMargin):
     """Margin applied to the positive cosines of a contrastive loss (arXiv 2404.14913).
 
-    Types:
+    Types (logit functions in ``sslsv_sb.losses.margin_logits``):
 
     * ``none``;
     * ``cosface``: ``c - m`` (arXiv 1801.09414);
@@ -261,9 +68,9 @@ class PositiveMargin(nn.Module):
     * ``adaface``: norm-adaptive angular + additive margin, EMA batch norm mean/std
       (arXiv 2204.00964).
 
-    The effective margin is ``factor * m`` for additive types (``factor * m(a)`` for
-    MagFace, ``1 + factor (m - 1)`` for SphereFace); ``factor`` is a buffer set by
-    ``set_margin_factor`` / ``update_margin`` (the cosine ramp), 1 by default.
+    The margin value, its learnable / SIMO variants and the ramp factor come from
+    ``ScheduledMargin`` (``set_margin``, ``set_margin_factor``, ``update_margin``,
+    ``effective_margin``).
 
     Arguments
     ---------
@@ -272,17 +79,9 @@ class PositiveMargin(nn.Module):
     margin : float
         ``m`` (CosFace / ArcFace / CurricularFace / AdaFace: additive, 0.1 default;
         SphereFace: multiplicative, must be >= 1; unused by MagFace).
-    margin_learnable : bool
-        Make ``m`` an ``nn.Parameter`` (not for MagFace / none).
-    margin_simo : bool
-        Use the SIMO margin ``ln(alpha / K) / scale`` (``simo_margin``) instead of
-        ``margin`` (CosFace / ArcFace / CurricularFace / AdaFace).
-    simo_K : int or None
-        ``K``; None = number of negatives per anchor seen at forward time.
-    simo_alpha : float
-        ``alpha`` (65536).
-    scale : float
-        Logit scale of the owning loss (only used by SIMO).
+    margin_learnable, margin_simo, simo_K, simo_alpha, scale :
+        Margin value options, see ``ScheduledMargin`` (``simo_alpha`` 65536,
+        ``scale`` the logit scale of the owning loss, 1 / 0.03).
     magface_l_margin, magface_u_margin, magface_l_a, magface_u_a, magface_lambda_g :
         MagFace ``l_m=0.01, u_m=0.05, l_a=10, u_a=110, lambda_g=0`` (sslsv defaults).
     adaface_h : float
@@ -316,34 +115,17 @@ class PositiveMargin(nn.Module):
         adaface_h=0.333,
         ema_momentum=0.01,
     ):
-        super().__init__()
-        if margin_type not in MARGIN_TYPES:
-            raise ValueError(
-                f"margin_type must be one of {MARGIN_TYPES}, got {margin_type!r}"
-            )
-        if margin_type == "sphereface" and margin < 1.0:
-            raise ValueError(
-                f"sphereface uses a multiplicative angular margin m >= 1 (m = 1 is no "
-                f"margin), got margin={margin}"
-            )
-        if margin_simo and margin_type not in _ADDITIVE:
-            raise ValueError(
-                f"margin_simo needs an additive margin type {_ADDITIVE}, got "
-                f"{margin_type!r}"
-            )
-        if margin_learnable and margin_type in ("none", "magface"):
-            raise ValueError(f"margin_learnable is meaningless for {margin_type!r}")
-        if margin_simo and simo_K is None and margin_learnable:
-            raise ValueError(
-                "margin_simo with margin_learnable needs an explicit simo_K"
-            )
+        super().__init__(
+            margin_type,
+            margin,
+            margin_learnable=margin_learnable,
+            margin_simo=margin_simo,
+            simo_K=simo_K,
+            simo_alpha=simo_alpha,
+            scale=scale,
+        )
         if magface_u_a <= magface_l_a:
             raise ValueError("magface_u_a must be > magface_l_a")
-        self.margin_type = margin_type
-        self.scale = float(scale)
-        self.margin_simo = margin_simo
-        self.simo_K = simo_K
-        self.simo_alpha = float(simo_alpha)
         self.mag = (
             float(magface_l_a),
             float(magface_u_a),
@@ -353,15 +135,6 @@ class PositiveMargin(nn.Module):
         self.magface_lambda_g = float(magface_lambda_g)
         self.adaface_h = float(adaface_h)
         self.ema_momentum = float(ema_momentum)
-
-        if margin_simo and simo_K is not None:
-            margin = simo_margin(self.scale, self.simo_alpha, simo_K)
-        m = torch.tensor(float(margin))
-        if margin_learnable:
-            self.margin = nn.Parameter(m)
-        else:
-            self.register_buffer("margin", m)
-        self.register_buffer("margin_factor", torch.tensor(1.0))
         self.stats = {}
         if margin_type == "curricularface":
             self.register_buffer("t", torch.zeros(()))
@@ -369,50 +142,6 @@ class PositiveMargin(nn.Module):
             self.register_buffer("batch_mean", torch.tensor(20.0))
             self.register_buffer("batch_std", torch.tensor(100.0))
 
-    # ------------------------------------------------------------------ margin value
-    def set_margin(self, value):
-        """Set the base margin ``m`` (in place; keeps a learnable parameter)."""
-        with torch.no_grad():
-            self.margin.fill_(float(value))
-
-    def set_margin_factor(self, factor):
-        """Set the ramp factor in ``[0, 1]`` multiplying the margin (see class doc)."""
-        if not 0.0 <= factor <= 1.0:
-            raise ValueError(f"margin factor must be in [0, 1], got {factor}")
-        self.margin_factor.fill_(float(factor))
-
-    def update_margin(self, epoch, total_epochs):
-        """Apply ``cosine_margin_schedule`` (epoch from 0); returns the factor."""
-        factor = cosine_margin_schedule(epoch, total_epochs, 1.0)
-        self.set_margin_factor(factor)
-        return factor
-
-    def base_margin(self, n_negatives=None):
-        """Un-ramped margin ``m`` (tensor; SIMO with runtime ``K`` when needed)."""
-        if self.margin_simo and self.simo_K is None:
-            if n_negatives is None:
-                raise ValueError("SIMO margin with simo_K=None needs n_negatives")
-            return self.margin.new_tensor(
-                simo_margin(self.scale, self.simo_alpha, n_negatives)
-            )
-        return self.margin
-
-    def effective_margin(self, n_negatives=None):
-        """Margin actually applied (tensor): ramp factor included.
-
-        For MagFace the factor multiplying ``m(a)`` is returned.
-        """
-        f = self.margin_factor
-        if self.margin_type == "none":
-            return f.new_zeros(())
-        if self.margin_type == "magface":
-            return f
-        m = self.base_margin(n_negatives)
-        if self.margin_type == "sphereface":
-            return 1.0 + f * (m - 1.0)
-        return f * m
-
-    # ------------------------------------------------------------------ forward
     def forward(self, pos, neg, norms=None):
         """Apply the margin.
 
@@ -456,49 +185,44 @@ class PositiveMargin(nn.Module):
         if mt == "curricularface":
             return self._curricular(pos, neg, m)
         if mt == "magface":
-            l_a, u_a, l_m, u_m = self.mag
-            m_a, a = magface_margin(norms, l_a, u_a, l_m, u_m)  # (R,)
-            m_a = m * m_a
-            self.stats = {"magface_margin": m_a.detach().mean().item()}
-            if self.magface_lambda_g > 0:
-                reg = self.magface_lambda_g * magface_regularizer(a, u_a)
-            return arcface_logit(pos, m_a[:, None]), neg, reg
+            return self._magface(pos, neg, norms, m)
         return self._adaface(pos, neg, norms, m)
 
     def _curricular(self, pos, neg, m):
-        """CurricularFace (arXiv 2004.00288) on ``(R, P)`` positives / ``(R, K)``."""
+        """CurricularFace on ``(R, P)`` / ``(R, K)``; ``t`` updated in training mode."""
         if self.training:
-            with torch.no_grad():
-                mean_pos = dist_utils.all_reduce_mean(pos.detach().mean())
-                self.t.mul_(1.0 - self.ema_momentum).add_(self.ema_momentum * mean_pos)
-        c = _clamp_cos(pos)
-        # raw cos(theta + m) (before the theta + m > pi fallback), as the reference
-        phi_raw = c * torch.cos(m) - torch.sqrt(1.0 - c * c) * torch.sin(m)
-        # a negative is "hard" when it beats the margined positive; with several
-        # positives per row, when it beats at least one of them (min over P)
-        threshold = phi_raw.detach().min(dim=1, keepdim=True).values  # (R, 1)
-        hard = neg > threshold
-        t = self.t.detach()
-        neg = torch.where(hard, neg * (t + neg), neg)
+            mean_pos = dist_utils.all_reduce_mean(pos.detach().mean())
+            ema_(self.t, mean_pos, self.ema_momentum)
+        pos, neg, hard = curricularface_logits(pos, neg, m, self.t)
         self.stats = {
             "curricular_t": float(self.t),
             "hard_negatives": hard.float().mean().item(),
         }
-        return arcface_logit(pos, m), neg, pos.new_zeros(())
+        return pos, neg, pos.new_zeros(())
+
+    def _magface(self, pos, neg, norms, factor):
+        """MagFace: ArcFace with the per-anchor ``factor * m(a)``, optional ``g(a)``."""
+        l_a, u_a, l_m, u_m = self.mag
+        m_a, a = magface_margin(norms, l_a, u_a, l_m, u_m)  # (R,)
+        m_a = factor * m_a
+        self.stats = {"magface_margin": m_a.detach().mean().item()}
+        reg = pos.new_zeros(())
+        if self.magface_lambda_g > 0:
+            reg = self.magface_lambda_g * magface_regularizer(a, u_a)
+        return arcface_logit(pos, m_a[:, None]), neg, reg
 
     def _adaface(self, pos, neg, norms, m):
-        """AdaFace (arXiv 2204.00964): norms detached, EMA batch statistics."""
+        """AdaFace: scaler from detached norms; statistics updated in training mode."""
         eps = 1e-3
-        safe = norms.detach().clamp(0.001, 100.0)  # (R,)
         if self.training:
             with torch.no_grad():
+                safe = norms.detach().clamp(0.001, 100.0)
                 allnorms = dist_utils.gather(safe, grad=False)
-                mu, sd = allnorms.mean(), allnorms.std()
-                a = self.ema_momentum
-                self.batch_mean.mul_(1.0 - a).add_(a * mu)
-                self.batch_std.mul_(1.0 - a).add_(a * sd)
-        scaler = (safe - self.batch_mean) / (self.batch_std + eps) * self.adaface_h
-        scaler = scaler.clamp(-1.0, 1.0)[:, None]  # (R, 1)
+                ema_(self.batch_mean, allnorms.mean(), self.ema_momentum)
+                ema_(self.batch_std, allnorms.std(), self.ema_momentum)
+        scaler = adaface_scaler(
+            norms, self.batch_mean, self.batch_std, self.adaface_h, eps
+        )
         self.stats = {
             "adaface_mean": float(self.batch_mean),
             "adaface_std": float(self.batch_std),

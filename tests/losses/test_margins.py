@@ -6,16 +6,15 @@ import pytest
 import torch
 
 from sslsv_sb import distributed as dist_utils
-from sslsv_sb.losses.margins import (
+from sslsv_sb.losses.margin_logits import (
     MARGIN_TYPES,
-    MarginNTXentLoss,
-    PositiveMargin,
     arcface_logit,
     cosine_margin_schedule,
     magface_margin,
     simo_margin,
     sphereface_logit,
 )
+from sslsv_sb.losses.margins import MarginNTXentLoss, PositiveMargin
 
 S = 1.0 / 0.03
 
