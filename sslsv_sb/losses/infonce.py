@@ -32,6 +32,31 @@ def info_nce(anchors, candidates, targets, temperature=1.0, normalize=False):
     tuple of torch.Tensor
         ``loss`` (scalar, mean over every anchor and leading dim) and ``accuracy``
         (detached scalar: fraction of anchors whose top-1 candidate is the positive).
+
+    Notes
+    -----
+    Accuracy axis. ``logits[i, j]`` scores anchor ``i`` (row) against candidate ``j``
+    (column), and the cross-entropy is a softmax along each row: anchor ``i`` must
+    retrieve its positive ``targets[i]`` among the ``M`` candidates (Oord et al.,
+    arXiv 1807.03748, eq. 4: the context's prediction against one positive and
+    ``M - 1`` negative samples). The accuracy therefore takes, for every row, the
+    arg-max over its columns: it is the top-1 accuracy of exactly the classifier the
+    loss trains. The other axis (for every column, the arg-max over the rows) asks
+    the reverse question, which anchor a candidate retrieves; this one-directional
+    loss does not optimise it, and it is not even defined in general: under DDP the
+    rows are the ``N`` local anchors but the columns the ``N * W`` gathered
+    candidates (a column from another rank has no positive among the rows), and
+    without normalisation (CPC) it compares anchors of different norms against one
+    candidate, a comparison no softmax of the loss makes. The matrix is not
+    symmetric in meaning: in CPC the rows are predictions and the columns the true
+    future frames; for two views (Combiner) the roles are exchangeable in
+    distribution, so both accuracies have the same expectation, but only the row
+    one matches the loss (they differ on individual batches, e.g. when one
+    candidate is the nearest of two anchors). sslsv's ``determine_accuracy(Z_a,
+    Z_b)`` also arg-maxes each row of ``Z_a @ Z_b.T``; Combiner calls it in the
+    loss's order, so it agrees with this one (on the local batch and always with
+    cosine scores), while its disabled CPC call passes (targets, predictions),
+    which transposes the matrix and would measure the column accuracy.
     """
     anchors, candidates = anchors.float(), candidates.float()
     if normalize:
@@ -41,6 +66,7 @@ def info_nce(anchors, candidates, targets, temperature=1.0, normalize=False):
     flat = logits.reshape(-1, logits.shape[-1])  # (L*N, M)
     tgt = targets.expand(logits.shape[:-1]).reshape(-1)  # (L*N,)
     loss = F.cross_entropy(flat, tgt)
+    # per row (anchor), arg-max over the columns (candidates): the softmax axis
     accuracy = (flat.detach().argmax(dim=-1) == tgt).float().mean()
     return loss, accuracy
 

@@ -83,6 +83,11 @@ class NTXentLoss(nn.Module):
             F.one_hot(self_cols, cand.shape[0]).bool(), float("-inf")
         )
         loss = F.cross_entropy(logits, pos_cols)
+        # Accuracy: per anchor row, the arg-max over its candidate columns (the
+        # softmax axis of the loss, as in infonce.info_nce). Single process, the
+        # masked matrix is symmetric (z @ z.T) and "positive of" is an involution
+        # (i <-> i + N), so the column-wise arg-max gives the same number; under DDP
+        # the matrix is (2N, 2N * W) and only the row-wise one is defined.
         with torch.no_grad():
             acc = (logits.argmax(dim=1) == pos_cols).float().mean()
         self.last_metrics = {"accuracy": float(acc)}

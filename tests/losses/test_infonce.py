@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslsv_sb.losses.infonce import InfoNCELoss
+from sslsv_sb.losses.infonce import InfoNCELoss, info_nce
 
 
 def _loop(a, p, tau, normalize):
@@ -50,3 +50,24 @@ def test_bad_inputs():
         InfoNCELoss()(torch.randn(1, 3), torch.randn(1, 3))
     with pytest.raises(ValueError):
         InfoNCELoss(temperature=0)
+
+
+def test_accuracy_is_per_anchor_row_not_per_candidate_column():
+    # logits[i, j] = cos(anchor i, candidate j):
+    #   [[1.000, 0.000],
+    #    [0.995, 0.0995]]
+    # rows (the loss's softmax axis): anchor 0 -> candidate 0 (hit), anchor 1 ->
+    # candidate 0 (miss) = 0.5; columns: candidate 0 -> anchor 0, candidate 1 ->
+    # anchor 1 = 1.0. The metric must be the row one.
+    anchors = torch.tensor([[1.0, 0.0], [1.0, 0.1]])
+    positives = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    logits = F.normalize(anchors, dim=1) @ positives.T
+    assert (logits.argmax(dim=0) == torch.arange(2)).float().mean() == 1.0
+    assert InfoNCELoss()(anchors, positives)["accuracy"].item() == 0.5
+    # same with leading dims (CPC layout) and raw dot products: per (l, anchor) row
+    _, acc = info_nce(
+        anchors.expand(3, 2, 2), positives.expand(3, 2, 2), torch.arange(2)
+    )
+    assert acc.item() == 0.5
+    # swapping the roles asks the column question: a different number
+    assert InfoNCELoss()(positives, anchors)["accuracy"].item() == 1.0

@@ -47,6 +47,24 @@ def test_perfect_views_give_low_loss_and_accuracy():
     assert loss.last_metrics["accuracy"] == 1.0
 
 
+def test_accuracy_on_a_hand_case():
+    # 2-D unit vectors at angles (degrees): view 1 = [0, 20], view 2 = [8, 90].
+    # Row 0 (0) -> 8 (its positive), row 1 (20) -> 8 (miss, positive is 90),
+    # row 2 (8) -> 0 (hit), row 3 (90) -> 20 (hit): 3 / 4.
+    def unit(*degrees):
+        r = torch.tensor(degrees, dtype=torch.float64) * math.pi / 180
+        return torch.stack([r.cos(), r.sin()], dim=1)
+
+    z1, z2 = unit(0.0, 20.0), unit(8.0, 90.0)
+    loss = NTXentLoss(0.1, gather_distributed=False)
+    loss(z1, z2)
+    assert loss.last_metrics["accuracy"] == 0.75
+    # the single-process matrix is symmetric: the column-wise arg-max agrees
+    z = torch.cat([z1, z2])
+    sims = (z @ z.T).fill_diagonal_(-2)
+    assert (sims.argmax(dim=0) == torch.tensor([2, 3, 0, 1])).float().mean() == 0.75
+
+
 def test_gradient_flows_and_decreases():
     torch.manual_seed(2)
     z1 = torch.randn(8, 4, requires_grad=True)
