@@ -241,7 +241,7 @@ def _resolve_list(name, key, data_folder):
     return path
 
 
-def _embed_sets(encode, sets, cfg, cache, progress):
+def embed_sets(encode, sets, cfg, cache, progress):
     """Embed several named file sets, extracting each distinct file once.
 
     Arguments
@@ -441,7 +441,7 @@ def run_verification(
         model_id if cfg.cache else None,
         settings,
     )
-    emb = _embed_sets(encode, sets, cfg, cache, progress)
+    emb = embed_sets(encode, sets, cfg, cache, progress)
 
     # ---- back-ends
     cohort = next((v for k, v in emb.items() if k.startswith("cohort_")), None)

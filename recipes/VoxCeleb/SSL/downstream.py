@@ -43,7 +43,7 @@ from sslsv_sb.evaluation.classification import (  # noqa: E402
 )
 from sslsv_sb.evaluation.verification import (  # noqa: E402
     EvalConfig,
-    _embed_sets,
+    embed_sets,
     write_json,
 )
 from sslsv_sb.export import build_brain  # noqa: E402
@@ -159,7 +159,7 @@ def main(argv):
     )
     files = sorted({r.file for r in all_rows})
     stem = os.path.splitext(os.path.basename(csv_path))[0]
-    emb = _embed_sets(brain.encode, {f"task_{stem}": files}, cfg, cache, False)
+    emb = embed_sets(brain.encode, {f"task_{stem}": files}, cfg, cache, False)
     row_of = {f: i for i, f in enumerate(files)}
     x = emb[f"task_{stem}"][[row_of[r.file] for r in all_rows]]
     y = np.array([r.label for r in all_rows])
