@@ -190,26 +190,41 @@ def check_sphereface_margin(margin):
     margin : float
         Multiplicative angular margin ``m``.
     """
-    if margin < 1.0:
+    if not 0.0 < margin < math.inf:
         raise ValueError(
-            f"sphereface uses a multiplicative angular margin m >= 1 (m = 1 is no "
-            f"margin), got margin={margin}"
+            f"sphereface uses a multiplicative angular margin m > 0 in cos(m theta) "
+            f"(m = 1 is no margin, m > 1 the paper's penalty, 0 < m < 1 sslsv's "
+            f"m = 0.1 / 0.01 configs), got margin={margin}"
         )
 
 
-def sphereface_logit(cos, margin):
+def sphereface_logit(cos, margin, straight_through=False):
     """SphereFace multiplicative angular margin psi (arXiv 1704.08063).
 
     ``psi(theta) = (-1)^k cos(m theta) - 2k`` with ``k = floor(m theta / pi)``, the
     monotonic extension of ``cos(m theta)`` on ``[0, pi]``. Gradients flow through
     ``theta = acos(cos)`` (``cos`` clamped to ``+-(1 - 1e-6)``).
 
+    The paper uses integer ``m >= 2`` (a penalty: ``psi(theta) <= cos(theta)``).
+    Any ``m > 0`` is accepted: for ``0 < m < 1`` (sslsv's ``sphereface_m-0.1`` and
+    ``sphereface_m-0.01`` SimCLR / MoCo configs) ``m theta < pi``, so ``k = 0`` and
+    ``psi(theta) = cos(m theta) >= cos(theta)``: the positive logit is *raised*
+    towards 1 (``cos(0.01 theta) >= 0.9995``), the opposite of a margin. The true
+    gradient ``d psi / d cos = m sin(m theta) / sin(theta)`` is then about
+    ``m^2 theta / sin(theta)``: the positive pulls roughly 60 (m = 0.1) to 6000
+    (m = 0.01) times less than a plain cosine at ``theta = pi / 2``. sslsv keeps
+    the gradient of the plain cosine (``straight_through=True``), so there the
+    margin only changes the value.
+
     Arguments
     ---------
     cos : torch.Tensor
         Cosines, any shape.
     margin : float or torch.Tensor
-        Multiplicative margin ``m >= 1`` (``m = 1``: no margin).
+        Multiplicative margin ``m > 0`` (``m = 1``: no margin).
+    straight_through : bool
+        Forward ``psi(theta)`` but back-propagate as the identity on ``cos``
+        (sslsv's form: ``cos + (psi - cos).detach()``).
 
     Returns
     -------
@@ -220,12 +235,17 @@ def sphereface_logit(cos, margin):
     -------
     >>> sphereface_logit(torch.tensor([0.5]), 2.0)  # cos(2 pi / 3)
     tensor([-0.5000])
+    >>> sphereface_logit(torch.tensor([0.0]), 0.5)  # cos(pi / 4): sslsv-style m < 1
+    tensor([0.7071])
     """
     theta = torch.acos(clamp_cos(cos))
     m_theta = margin * theta
     k = torch.floor(m_theta.detach() / math.pi)
     sign = 1.0 - 2.0 * torch.remainder(k, 2.0)  # (-1)^k
-    return sign * torch.cos(m_theta) - 2.0 * k
+    psi = sign * torch.cos(m_theta) - 2.0 * k
+    if straight_through:
+        return cos + (psi - cos).detach()
+    return psi
 
 
 def curricularface_logits(pos, neg, margin, t):
@@ -426,7 +446,7 @@ class ScheduledMargin(nn.Module):
     margin_type : str
         One of ``MARGIN_TYPES``.
     margin : float
-        ``m`` (SphereFace: >= 1; unused by MagFace / none).
+        ``m`` (SphereFace: multiplicative, > 0; unused by MagFace / none).
     margin_learnable : bool
         Make ``m`` an ``nn.Parameter`` (not for MagFace / none).
     margin_simo : bool

@@ -20,8 +20,10 @@ Differences from sslsv (see docs/sslsv_inventory.md section 9):
   queries first, so the "norms" are all 1 and both margins degenerate).
 * The margin schedule is a factor applied inside ``PositiveMargin``, so CurricularFace,
   MagFace and AdaFace follow it too (sslsv only updates CosFace/ArcFace/SphereFace).
-* SphereFace uses the true gradient of psi(theta) (sslsv back-propagates the plain
-  cosine), and multi-positive rows get the margin on every positive column (sslsv's
+* SphereFace uses the true gradient of psi(theta) by default (sslsv back-propagates
+  the plain cosine: ``sphereface_straight_through=True``) and accepts sslsv's
+  ``0 < m < 1`` configs (``cos(m theta)``, see ``sphereface_logit``); multi-positive
+  rows get the margin on every positive column (sslsv's
   SphereFace / CurricularFace only touch column 0).
 * sslsv's ArcFace constructor swaps ``margin_simo_K`` and ``margin_simo_alpha``
   (its SIMO margin is then negative); here both are keyword-only.
@@ -59,7 +61,7 @@ class PositiveMargin(ScheduledMargin):
     * ``none``;
     * ``cosface``: ``c - m`` (arXiv 1801.09414);
     * ``arcface``: ``cos(theta + m)`` (arXiv 1801.07698);
-    * ``sphereface``: ``psi(theta)``, multiplicative ``m >= 1`` (arXiv 1704.08063);
+    * ``sphereface``: ``psi(theta)``, multiplicative ``m > 0`` (arXiv 1704.08063);
     * ``curricularface``: ArcFace positive; hard negatives ``n > cos(theta + m)``
       become ``n (t + n)``, ``t`` an EMA of the mean positive cosine
       (arXiv 2004.00288);
@@ -78,7 +80,7 @@ class PositiveMargin(ScheduledMargin):
         One of ``MARGIN_TYPES``.
     margin : float
         ``m`` (CosFace / ArcFace / CurricularFace / AdaFace: additive, 0.1 default;
-        SphereFace: multiplicative, must be >= 1; unused by MagFace).
+        SphereFace: multiplicative ``m > 0``, 1 = none; unused by MagFace).
     margin_learnable, margin_simo, simo_K, simo_alpha, scale :
         Margin value options, see ``ScheduledMargin`` (``simo_alpha`` 65536,
         ``scale`` the logit scale of the owning loss, 1 / 0.03).
@@ -88,6 +90,8 @@ class PositiveMargin(ScheduledMargin):
         AdaFace ``h`` (0.333).
     ema_momentum : float
         Weight of the new batch in the CurricularFace / AdaFace EMAs (0.01).
+    sphereface_straight_through : bool
+        SphereFace: back-propagate the plain cosine instead of ``psi`` (sslsv).
 
     Example
     -------
@@ -114,6 +118,7 @@ class PositiveMargin(ScheduledMargin):
         magface_lambda_g=0.0,
         adaface_h=0.333,
         ema_momentum=0.01,
+        sphereface_straight_through=False,
     ):
         super().__init__(
             margin_type,
@@ -135,6 +140,7 @@ class PositiveMargin(ScheduledMargin):
         self.magface_lambda_g = float(magface_lambda_g)
         self.adaface_h = float(adaface_h)
         self.ema_momentum = float(ema_momentum)
+        self.sphereface_straight_through = bool(sphereface_straight_through)
         self.stats = {}
         if margin_type == "curricularface":
             self.register_buffer("t", torch.zeros(()))
@@ -181,7 +187,8 @@ class PositiveMargin(ScheduledMargin):
         if mt == "arcface":
             return arcface_logit(pos, m), neg, reg
         if mt == "sphereface":
-            return sphereface_logit(pos, m), neg, reg
+            st = self.sphereface_straight_through
+            return sphereface_logit(pos, m, st), neg, reg
         if mt == "curricularface":
             return self._curricular(pos, neg, m)
         if mt == "magface":

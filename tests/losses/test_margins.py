@@ -158,7 +158,7 @@ def test_errors():
     with pytest.raises(ValueError, match="margin_type"):
         MarginNTXentLoss("bogus")
     with pytest.raises(ValueError, match="multiplicative"):
-        MarginNTXentLoss("sphereface", margin=0.1)
+        MarginNTXentLoss("sphereface", margin=0.0)
     with pytest.raises(ValueError, match="norms"):
         PositiveMargin("magface")(torch.rand(2, 1), torch.rand(2, 3))
 
@@ -333,3 +333,61 @@ def test_bf16_autocast_runs_in_fp32_and_keeps_shared_mode(z):
         out = fn(zb, zb)  # cast to fp32 must not turn shared into separate mode
     assert out.dtype == torch.float32
     assert out.item() == pytest.approx(fn(zf, zf).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("m", [0.1, 0.01, 0.5])
+def test_sphereface_sslsv_small_m_closed_form(m):
+    # sslsv's sphereface_m-0.1 / _m-0.01 configs: m theta < pi, so k = 0 and
+    # psi(theta) = cos(m theta), above cos(theta) (the positive is raised)
+    thetas = [0.05, 0.5, 1.0, math.pi / 2, 2.5, 3.1]
+    c = torch.tensor([math.cos(t) for t in thetas], dtype=torch.float64)
+    psi = sphereface_logit(c, m)
+    assert psi.tolist() == pytest.approx([math.cos(m * t) for t in thetas], abs=1e-9)
+    assert (psi >= c).all()
+    # true gradient: d cos(m theta) / d cos(theta) = m sin(m theta) / sin(theta)
+    c.requires_grad_(True)
+    sphereface_logit(c, m).sum().backward()
+    ref = [m * math.sin(m * t) / math.sin(t) for t in thetas]
+    assert c.grad.tolist() == pytest.approx(ref, rel=1e-6)
+    # sslsv's straight-through form: same value, gradient of the plain cosine
+    c.grad = None
+    st = sphereface_logit(c, m, straight_through=True)
+    st.sum().backward()
+    assert st.tolist() == pytest.approx([math.cos(m * t) for t in thetas], abs=1e-9)
+    assert c.grad.tolist() == pytest.approx([1.0] * len(thetas))
+
+
+@pytest.mark.parametrize("m", [0.1, 0.01])
+def test_sphereface_small_m_loss_equals_loop(m):
+    torch.manual_seed(3)
+    z = torch.randn(3, 2, 4) * 4.0
+    loss = MarginNTXentLoss("sphereface", scale=6.0, margin=m)(z, z)
+    ref = loop_loss(
+        z, z, 6.0, shared=True, pos_fn=lambda c, a: math.cos(m * math.acos(c))
+    )
+    assert loss.item() == pytest.approx(ref, rel=1e-4)
+    # the ramp goes from no margin (m_eff = 1) to m: 1 + f (m - 1)
+    fn = MarginNTXentLoss("sphereface", scale=6.0, margin=m)
+    fn.set_margin_factor(0.5)
+    assert fn.margin_fn.effective_margin().item() == pytest.approx(1 + 0.5 * (m - 1))
+
+
+def test_sphereface_straight_through_option_reaches_the_loss():
+    torch.manual_seed(4)
+    z = torch.randn(3, 2, 4)
+    grads = []
+    for st in (False, True):
+        zz = z.clone().requires_grad_(True)
+        fn = MarginNTXentLoss(
+            "sphereface", scale=6.0, margin=0.1, sphereface_straight_through=st
+        )
+        grads.append((fn(zz, zz), torch.autograd.grad(fn(zz, zz), zz)[0]))
+    (l_true, g_true), (l_st, g_st) = grads
+    assert l_true.item() == pytest.approx(l_st.item(), rel=1e-6)  # same forward
+    assert not torch.allclose(g_true, g_st, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, math.inf])
+def test_sphereface_margin_domain(bad):
+    with pytest.raises(ValueError, match="m > 0"):
+        PositiveMargin("sphereface", margin=bad)
