@@ -1,4 +1,7 @@
-"""Label-efficient command: options, nested subsets, frozen encoder, resume."""
+"""Label-efficient command: nested subsets, frozen encoder, resume.
+
+The option parsing is tested in ``tests/recipe/test_label_efficient_options.py``.
+"""
 
 import glob
 import json
@@ -11,12 +14,6 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPE = os.path.join(ROOT, "recipes", "VoxCeleb", "SSL")
-if RECIPE not in sys.path:
-    sys.path.insert(0, RECIPE)
-
-import label_efficient as le  # noqa: E402
-
-from sslsv_sb.errors import SSLSVError  # noqa: E402
 
 TINY = [
     "--train_list=train.csv",
@@ -31,42 +28,6 @@ TINY = [
     "--emb_dim=16",
     "--noprogressbar",
 ]
-
-
-def test_options_and_helpers():
-    opts, rest = le.parse_options(
-        [
-            "hparams/supervised_ecapa.yaml",
-            "--output_folder=x",
-            "--fractions=[0.5,0.02,0.5]",
-            "--modes=scratch",
-            "--batch_size=8",
-        ]
-    )
-    assert opts["fractions"] == [0.02, 0.5] and opts["modes"] == ["scratch"]
-    assert rest == [
-        "hparams/supervised_ecapa.yaml",
-        "--output_folder=x",
-        "--batch_size=8",
-    ]
-    found, kept = le.pop_keys(["y.yaml", "--n_classes", "3", "--lr=1"], ["n_classes"])
-    assert found == {"n_classes": "3"} and kept == ["y.yaml", "--lr=1"]
-    assert le.pct_name(0.05) == "5" and le.pct_name(0.005) == "0.5"
-
-
-@pytest.mark.parametrize(
-    "args,match",
-    [
-        (["y.yaml", "--output_folder=x", "--fractions=[0,0.5]"], "fraction"),
-        (["y.yaml", "--output_folder=x", "--modes=[linear]"], "modes"),
-        (["y.yaml", "--output_folder=x", "--modes=[finetune]"], "SSL model"),
-        (["y.yaml", "--modes=[scratch]"], "output_folder"),
-        (["y.yaml", "--output_folder=x", "--fraction_unit=files"], "fraction_unit"),
-    ],
-)
-def test_option_errors(args, match):
-    with pytest.raises(SSLSVError, match=match):
-        le.parse_options(args)
 
 
 def run(script, args):
