@@ -1,8 +1,8 @@
 """Self-Supervised Positive Sampling (arXiv 2501.17772, 2505.14561).
 
 ``SSPS`` glues the memory queues (``queues.py``), the per-epoch spherical k-means
-(``kmeans.py``) and the vectorised sampler (``sampler.py``); see ``core.py`` for the
-per-step / per-epoch call protocol.
+(:func:`sslsv_sb.clustering.spherical_kmeans`) and the vectorised sampler
+(``sampler.py``); see ``core.py`` for the per-step / per-epoch call protocol.
 """
 
 from sslsv_sb.ssps.core import SSPS

@@ -58,8 +58,6 @@ class SSPS(nn.Module):
         Positives are the normalised encoder outputs (allows ``kmeans-centroid``).
     seed : int
         k-means seed.
-    kmeans_backend : str
-        ``"auto"`` / ``"torch"`` / ``"sklearn"`` (see :mod:`sslsv_sb.ssps.kmeans`).
 
     Example
     -------
@@ -91,7 +89,6 @@ class SSPS(nn.Module):
         intra_sampling_exp_lambda=0.7,
         same_space=False,
         seed=0,
-        kmeans_backend="auto",
     ):
         super().__init__()
         self.start_epoch = start_epoch
@@ -111,7 +108,6 @@ class SSPS(nn.Module):
             intra_sampling_exp_lambda=intra_sampling_exp_lambda,
             same_space=same_space,
             seed=seed,
-            kmeans_backend=kmeans_backend,
         )
         self.register_buffer("epoch", torch.full((), -1, dtype=torch.long))
         # monitoring only, never checkpointed, never read from a hard-coded file

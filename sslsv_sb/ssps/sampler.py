@@ -30,9 +30,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from sslsv_sb.clustering import spherical_kmeans
 from sslsv_sb.distributed import is_distributed, rank
 from sslsv_sb.errors import SSLSVError
-from sslsv_sb.ssps.kmeans import spherical_kmeans
 
 MODES = ("kmeans-repr", "kmeans-centroid", "knn")
 PROB_FNS = ("uniform", "exp")
@@ -97,10 +97,9 @@ class SSPSSampler(nn.Module):
         The positives are L2-normalised encoder outputs (the reference space);
         required by ``kmeans-centroid``.
     seed : int
-        k-means seed (``seed + epoch``).
-    kmeans_backend : str
-        ``"auto"`` (scikit-learn on CPU, torch on GPU), ``"torch"`` or ``"sklearn"``;
-        see :mod:`sslsv_sb.ssps.kmeans` for the measured trade-off.
+        k-means seed (``seed + epoch``); the k-means
+        (:func:`sslsv_sb.clustering.spherical_kmeans`) starts from K distinct random
+        reference embeddings.
     """
 
     def __init__(
@@ -118,7 +117,6 @@ class SSPSSampler(nn.Module):
         intra_sampling_exp_lambda=0.7,
         same_space=False,
         seed=0,
-        kmeans_backend="auto",
     ):
         super().__init__()
         if sampling not in MODES:
@@ -163,7 +161,6 @@ class SSPSSampler(nn.Module):
         self.intra_size = intra_sampling_size
         self.intra_prob = (intra_sampling_prob_fn, intra_sampling_exp_lambda)
         self.seed = seed
-        self.kmeans_backend = kmeans_backend
         clusters = sampling != "knn"
         self.register_buffer(
             "assignments",
@@ -215,12 +212,9 @@ class SSPSSampler(nn.Module):
             )
         data = self._ref.embeddings[filled]  # (F, D)
         if rank() == 0:
-            assign, centroids, _ = spherical_kmeans(
-                data,
-                self.n_clusters,
-                self.kmeans_iters,
-                seed=self.seed + int(epoch),
-                backend=self.kmeans_backend,
+            generator = torch.Generator().manual_seed(self.seed + int(epoch))
+            centroids, assign = spherical_kmeans(
+                data, self.n_clusters, self.kmeans_iters, generator, init="random"
             )
         else:
             assign = torch.empty(filled.numel(), dtype=torch.long, device=data.device)

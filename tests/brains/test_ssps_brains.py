@@ -49,7 +49,6 @@ def make_ssps(pos_dim=DIM, n_pos=1, sampling="kmeans-repr", start=1, **kw):
         "pos_queue_size": 16,
         "kmeans_clusters": 3,
         "kmeans_iters": 5,
-        "kmeans_backend": "torch",
     }
     args.update(kw)
     return SSPS(R, DIM, pos_dim, n_positives=n_pos, **args)

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 import sslsv_sb.ssps.sampler as sampler_mod
 from sslsv_sb.errors import SSLSVError
 from sslsv_sb.ssps import SSPS, sample_ranks
-from sslsv_sb.ssps.kmeans import spherical_kmeans
 
 N_SPK, PER_SPK, DIM = 6, 10, 16
 
@@ -271,27 +270,21 @@ def test_inactive_before_start_epoch_and_fill_window():
     )
 
 
-@pytest.mark.parametrize("backend", ["torch", "sklearn"])
-def test_kmeans_deterministic_and_consistent(backend):
-    _, ref = _clustered(noise=0.02)
-    a1, c1, s1 = spherical_kmeans(ref, 6, n_iters=5, seed=2, backend=backend)
-    a2, c2, _ = spherical_kmeans(ref, 6, n_iters=5, seed=2, backend=backend)
-    assert torch.equal(a1, a2) and torch.equal(c1, c2)
-    assert torch.allclose(c1.norm(dim=1), torch.ones(6))
-    assert torch.equal(a1, (ref @ c1.T).argmax(1))
-    assert torch.allclose(s1, (ref @ c1.T).max(1).values)
-    with pytest.raises(ValueError):
-        spherical_kmeans(ref, 61)
+def test_fit_deterministic_and_consistent():
+    ssps, _, ref, _ = _filled_ssps()
+    again, _, _, _ = _filled_ssps()
+    a, c = ssps.sampler.assignments, ssps.sampler.centroids
+    assert torch.equal(a, again.sampler.assignments)
+    assert torch.equal(c, again.sampler.centroids)
+    assert torch.allclose(c.norm(dim=1), torch.ones(N_SPK))
+    stored = ssps.ref_queue.embeddings.float()
+    assert torch.equal(a, (stored @ c.T).argmax(1))
 
 
-def test_kmeans_backends_recover_separated_clusters():
-    from sklearn.metrics import normalized_mutual_info_score
-
-    spk, ref = _clustered(noise=0.02)
-    for backend in ("torch", "sklearn"):
-        # K = 2x speakers: every speaker is covered by random init w.h.p.
-        a, _, _ = spherical_kmeans(ref, 12, n_iters=10, seed=0, backend=backend)
-        # each cluster is pure (one speaker)
-        for c in a.unique():
-            assert spk[a == c].unique().numel() == 1
-        assert normalized_mutual_info_score(spk.numpy(), a.numpy()) > 0.7
+def test_fit_recovers_separated_clusters():
+    # K = 2x speakers: every speaker is covered by the random init w.h.p.
+    ssps, spk, _, metrics = _filled_ssps(k=2 * N_SPK)
+    a = ssps.sampler.assignments
+    for c in a.unique():  # each cluster is pure (one speaker)
+        assert spk[a == c].unique().numel() == 1
+    assert metrics["ssps_kmeans_nmi_speaker"] > 0.7
