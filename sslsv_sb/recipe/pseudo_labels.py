@@ -15,6 +15,7 @@ import os
 import numpy as np
 import torch
 
+from sslsv_sb.clustering import spherical_kmeans
 from sslsv_sb.data.lists import read_train_list, resolve
 from sslsv_sb.errors import SSLSVError
 from sslsv_sb.evaluation.embeddings import extract_embeddings
@@ -72,7 +73,7 @@ def cluster(
     np.ndarray
         ``(N,)`` int labels in ``0..K'-1`` (sorted by first appearance).
     """
-    from sklearn.cluster import AgglomerativeClustering, KMeans
+    from sklearn.cluster import AgglomerativeClustering
 
     if merge_threshold is not None and n_merged is not None:
         raise SSLSVError("give --merge_threshold or --n_merged, not both")
@@ -84,15 +85,15 @@ def cluster(
         raise SSLSVError(
             f"--n_clusters={n_clusters} must be in [2, {len(x)}] (utterances)"
         )
-    km = KMeans(
-        n_clusters, n_init=int(n_init), max_iter=int(max_iter), random_state=int(seed)
+    centroids, labels = spherical_kmeans(
+        torch.as_tensor(x, dtype=torch.float32),
+        n_clusters,
+        n_iters=int(max_iter),
+        generator=torch.Generator().manual_seed(int(seed)),
+        n_init=int(n_init),
     )
-    labels = km.fit_predict(x)
+    centroids, labels = centroids.numpy(), labels.numpy()
     if merge_threshold is not None or n_merged is not None:
-        centroids = km.cluster_centers_
-        centroids = centroids / np.maximum(
-            np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12
-        )
         if n_merged is not None and not 1 <= int(n_merged) <= n_clusters:
             raise SSLSVError(f"--n_merged must be in [1, {n_clusters}]")
         agg = AgglomerativeClustering(
