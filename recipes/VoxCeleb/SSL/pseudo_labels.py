@@ -3,9 +3,9 @@
 
 Embeds every utterance of the train list with a trained run (the encoder the method
 evaluates with: the DINO teacher, the CPC aggregator...), clusters the L2-normalised
-embeddings into pseudo-speakers with k-means (scikit-learn), optionally merges
-clusters whose centroids are close (agglomerative clustering, cosine distance,
-average linkage) and writes, into ``--pseudo_folder`` (default
+embeddings into pseudo-speakers with spherical k-means (sslsv_sb.clustering),
+optionally merges clusters whose centroids are close (agglomerative clustering,
+cosine distance, average linkage) and writes, into ``--pseudo_folder`` (default
 ``<output_folder>/pseudo_labels``):
 
 * ``pseudo_labels.csv``: ``File,Speaker`` train list (``File`` as in the original
