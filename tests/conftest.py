@@ -1,13 +1,8 @@
 """Shared fixtures: a tiny generated corpus (numpy backend, seconds to render)."""
 
 import os
-import sys
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 

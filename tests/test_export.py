@@ -72,8 +72,8 @@ def exported(tmp_path_factory, tiny_corpus):
     from hyperpyyaml import load_hyperpyyaml
 
     from sslsv_sb.export import build_brain, load_model
+    from sslsv_sb.recipe.tools.export_model import main as export_main
     from tests.recipes.test_evaluate import get_trained_run
-    from tools.export_model import main as export_main
 
     run = get_trained_run(tmp_path_factory, tiny_corpus)
     out = tmp_path_factory.mktemp("export") / "bundle"

@@ -15,52 +15,8 @@
 error; an unsupported ONNX operator is reported without failing the other exports.
 """
 
-import argparse
-import json
-import os
-import sys
-
-from hyperpyyaml import load_hyperpyyaml
-
-from sslsv_sb.errors import SSLSVError
-from sslsv_sb.export import build_brain, export_run, load_model
-
-
-def main(argv=None):
-    """Parse arguments, load the run, write the exports; returns the report."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run_folder")
-    parser.add_argument("out_folder")
-    parser.add_argument("--checkpoint", default="last")
-    parser.add_argument("--average_last", type=int, default=1)
-    parser.add_argument("--best_key", default="valid_eer")
-    parser.add_argument("--best_mode", default="min", choices=["min", "max"])
-    parser.add_argument("--formats", default="bundle,torchscript,onnx")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-
-    run = os.path.abspath(args.run_folder)
-    yaml_path = os.path.join(run, "hyperparams.yaml")
-    if not os.path.isfile(yaml_path):
-        raise SSLSVError(f"{yaml_path}: not found ({run} is not a training run folder)")
-    with open(yaml_path, encoding="utf-8") as f:
-        hparams = load_hyperpyyaml(f)
-    brain = build_brain(hparams, {"device": args.device})
-    info = load_model(
-        brain, args.checkpoint, args.average_last, args.best_key, args.best_mode
-    )
-    meta = {"run_folder": run, "method": getattr(brain, "method_name", None), **info}
-    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    report = export_run(
-        brain, yaml_path, os.path.abspath(args.out_folder), formats, meta
-    )
-    print(json.dumps(report, indent=2))
-    return report
-
+from sslsv_sb.recipe.cli import run_cli
+from sslsv_sb.recipe.tools.export_model import main
 
 if __name__ == "__main__":
-    try:
-        main()
-    except SSLSVError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)

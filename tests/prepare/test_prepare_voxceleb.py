@@ -149,6 +149,6 @@ def test_cli_error_is_one_line(tmp_path):
         [sys.executable, os.path.join(REPO, "tools/prepare_data/prepare_voxceleb.py"),
          "--data_folder", str(tmp_path / "d"), "--vox1", str(tmp_path / "nowhere")],
         capture_output=True, text=True)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'nowhere'}: folder not found"]

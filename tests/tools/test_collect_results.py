@@ -1,21 +1,21 @@
 """tools/collect_results.py builds the expected comparison table."""
 
 import csv
-import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "collect_results.py"
+from sslsv_sb.recipe.tools import collect_results
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "collect_results.py"
 
 
 @pytest.fixture(scope="module")
 def cr():
-    spec = importlib.util.spec_from_file_location("collect_results", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return collect_results
 
 
 def _write(folder, payload):
@@ -103,3 +103,20 @@ def test_errors(tmp_path, cr, capsys):
     (bad / "verification.json").write_text("{oops")
     with pytest.raises(cr.ResultsError, match="verification.json:1: invalid JSON"):
         cr.collect([bad / "verification.json"])
+
+
+def test_script_entry_point(tmp_path):
+    """``tools/collect_results.py``: table on stdout (status 0), errors status 1."""
+    _runs(tmp_path)
+    ok = subprocess.run(
+        [sys.executable, str(TOOL), str(tmp_path / "res" / "*"), "--metrics", "eer"],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0 and "| simclr |  | 10.50 | 9.25 |" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, str(TOOL), str(tmp_path / "nothing*")],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1 and bad.stderr.startswith("error: no verification")

@@ -1,0 +1,1 @@
+"""The commands behind the scripts of ``tools/`` (each script calls one ``main``)."""
