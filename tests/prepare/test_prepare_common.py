@@ -1,13 +1,13 @@
 """Download / extraction / markers / audio checks / ffmpeg conversion helpers."""
 
-import base64
 import hashlib
-import http.server
+import io
+import logging
 import os
 import shutil
+import stat
 import sys
 import tarfile
-import threading
 import zipfile
 
 import numpy as np
@@ -23,61 +23,6 @@ def write_wav(path, seconds=0.2, sr=16000):
     x = (np.random.default_rng(0).standard_normal(int(seconds * sr)) * 0.1)
     sf.write(path, x.astype(np.float32), sr, subtype="PCM_16")
     return path
-
-
-# ------------------------------------------------------------------ HTTP server
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files = {}
-    log = []
-    ignore_range = False
-    auth = ("alice", "secret")
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        type(self).log.append((self.path, self.headers.get("Range")))
-        if self.path.startswith("/private/"):
-            token = base64.b64encode(":".join(self.auth).encode()).decode()
-            if self.headers.get("Authorization") != f"Basic {token}":
-                self.send_response(401)
-                self.end_headers()
-                return
-        data = self.files.get(self.path.split("/")[-1])
-        if data is None:
-            self.send_response(404)
-            self.end_headers()
-            return
-        rng = self.headers.get("Range")
-        if rng and not self.ignore_range:
-            start = int(rng.split("=")[1].split("-")[0])
-            if start >= len(data):
-                self.send_response(416)
-                self.end_headers()
-                return
-            body = data[start:]
-            self.send_response(206)
-            self.send_header("Content-Range",
-                             f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            body = data
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-@pytest.fixture
-def server():
-    _Handler.files = {"data.bin": os.urandom(300_000)}
-    _Handler.log = []
-    _Handler.ignore_range = False
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", _Handler
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def test_download_fresh_then_skip(server, tmp_path):
@@ -127,12 +72,63 @@ def test_download_checksum_mismatch(server, tmp_path):
 def test_download_credentials(server, tmp_path):
     url, h = server
     dest = str(tmp_path / "data.bin")
+    md5 = hashlib.md5(h.files["data.bin"]).hexdigest()
     with pytest.raises(SSLSVError, match="HTTP 401"):
-        common.download(f"{url}/private/data.bin", dest)
-    common.download(f"{url}/private/data.bin", dest, user="alice", password="secret")
+        common.download(f"{url}/private/data.bin", dest, md5)
+    common.download(f"{url}/private/data.bin", dest, md5, user="alice",
+                    password="secret")
     assert open(dest, "rb").read() == h.files["data.bin"]
     with pytest.raises(SSLSVError, match="HTTP 404"):
-        common.download(f"{url}/nothere.bin", str(tmp_path / "x"))
+        common.download(f"{url}/nothere.bin", str(tmp_path / "x"), verify=False)
+
+
+def test_download_without_checksum_needs_no_verify(server, tmp_path, caplog):
+    url, h = server
+    dest = str(tmp_path / "data.bin")
+    with pytest.raises(SSLSVError) as e:
+        common.download(f"{url}/data.bin", dest)
+    msg = str(e.value)
+    assert "data.bin" in msg and "no known checksum" in msg and "--no-verify" in msg
+    assert "\n" not in msg
+    assert h.log == [] and not os.path.exists(dest)  # refused before any request
+    with caplog.at_level(logging.WARNING, logger=common.__name__):
+        common.download(f"{url}/data.bin", dest, verify=False)
+    assert open(dest, "rb").read() == h.files["data.bin"]
+    assert any("unverified" in r.getMessage() for r in caplog.records)
+    # The file is there now, but still without a checksum: refused again.
+    with pytest.raises(SSLSVError, match="no known checksum"):
+        common.download(f"{url}/data.bin", dest)
+    # A given checksum is checked even with verify=False.
+    with pytest.raises(SSLSVError, match="md5 checksum mismatch"):
+        common.download(f"{url}/data.bin", str(tmp_path / "other.bin"),
+                        "md5:" + "0" * 32, verify=False)
+
+
+def test_checksum_ok_needs_a_checksum(tmp_path):
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"abc")
+    assert common.checksum_ok(str(p), hashlib.md5(b"abc").hexdigest())
+    assert not common.checksum_ok(str(p), "md5:" + "0" * 32)
+    with pytest.raises(SSLSVError, match="no checksum"):
+        common.checksum_ok(str(p), None)
+
+
+def test_download_all_refuses_missing_checksums_up_front(server, tmp_path):
+    url, h = server
+    md5 = hashlib.md5(h.files["data.bin"]).hexdigest()
+    urls = tmp_path / "urls.txt"
+    urls.write_text(f"a.bin {url}/data.bin md5:{md5}\n"
+                    f"b.bin {url}/data.bin\n"
+                    f"# comment\nc.bin {url}/data.bin\n")
+    entries = common.read_url_list(str(urls))
+    out = tmp_path / "dl"
+    with pytest.raises(SSLSVError) as e:
+        common.download_all(entries, str(out), source=str(urls))
+    assert str(e.value).startswith(
+        f"{urls}: no known checksum for b.bin (line 2), c.bin (line 4); ")
+    assert h.log == [] and not out.exists()  # not even a.bin was fetched
+    paths = common.download_all(entries, str(out), verify=False)
+    assert [os.path.basename(p) for p in paths] == ["a.bin", "b.bin", "c.bin"]
 
 
 def test_read_url_list(tmp_path):
@@ -174,8 +170,84 @@ def test_extract_zip_tar_with_marker(tmp_path):
     evil = str(tmp_path / "evil.zip")
     with zipfile.ZipFile(evil, "w") as z:
         z.writestr("../escape.txt", "x")
-    with pytest.raises(SSLSVError, match="outside"):
+    with pytest.raises(SSLSVError, match="'..' path component"):
         common.extract(evil, str(tmp_path / "oe"))
+
+
+def _tar_member(name, kind="file", linkname=""):
+    info = tarfile.TarInfo(name)
+    info.type = {"file": tarfile.REGTYPE, "symlink": tarfile.SYMTYPE,
+                 "hardlink": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE,
+                 "chardev": tarfile.CHRTYPE}[kind]
+    info.linkname = linkname
+    return info
+
+
+def _make_tar(path, bad):
+    """A tar.gz with one good file, then ``bad`` (a TarInfo), then another file."""
+    with tarfile.open(path, "w:gz") as t:
+        for info in (_tar_member("corpus/a.txt"), bad, _tar_member("corpus/z.txt")):
+            data = b"x" if info.isreg() else b""
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+
+
+def _make_zip(path, bad_name, symlink=False):
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("corpus/a.txt", "x")
+        info = zipfile.ZipInfo(bad_name)
+        if symlink:
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        z.writestr(info, "/etc/passwd" if symlink else "x")
+        z.writestr("corpus/z.txt", "x")
+
+
+@pytest.mark.parametrize("kind,member,why", [
+    ("tar", _tar_member("corpus/link", "symlink", "/etc/passwd"),
+     "is a symbolic link (to '/etc/passwd')"),
+    ("tar", _tar_member("corpus/rel", "symlink", "a.txt"),
+     "is a symbolic link (to 'a.txt')"),
+    ("tar", _tar_member("corpus/hard", "hardlink", "corpus/a.txt"),
+     "is a hard link (to 'corpus/a.txt')"),
+    ("tar", _tar_member("corpus/pipe", "fifo"), "is a device or FIFO special file"),
+    ("tar", _tar_member("corpus/tty", "chardev"), "is a device or FIFO special file"),
+    ("tar", _tar_member("/tmp/abs.txt"), "has an absolute path"),
+    ("tar", _tar_member("corpus/../../up.txt"), "has a '..' path component"),
+    ("zip", ("corpus/link", True), "is a symbolic link"),
+    ("zip", ("/tmp/abs.txt", False), "has an absolute path"),
+    ("zip", ("corpus/../../up.txt", False), "has a '..' path component"),
+])
+def test_extract_refuses_links_and_unsafe_paths(tmp_path, kind, member, why):
+    if kind == "tar":
+        archive = str(tmp_path / "evil.tar.gz")
+        _make_tar(archive, member)
+        name = member.name
+    else:
+        archive = str(tmp_path / "evil.zip")
+        _make_zip(archive, *member)
+        name = member[0]
+    dest = tmp_path / "out"
+    with pytest.raises(SSLSVError) as e:
+        common.extract(archive, str(dest))
+    assert str(e.value) == (
+        f"{archive}: member '{name}' {why}; the archive was not extracted (only "
+        "plain files and folders are accepted)")
+    # Checked before writing: not even the good first member was extracted.
+    assert os.listdir(dest) == []
+    assert not common.is_done(str(dest), "extract_" + os.path.basename(archive))
+
+
+def test_extract_corrupt_archive(tmp_path):
+    src = tmp_path / "src"
+    write_wav(str(src / "a" / "x.wav"), seconds=2.0)
+    tp = tmp_path / "a.tar.gz"
+    with tarfile.open(tp, "w:gz") as t:
+        t.add(src / "a", "a")
+    data = tp.read_bytes()
+    tp.write_bytes(data[: len(data) // 2])  # truncated download
+    with pytest.raises(SSLSVError, match=r"a.tar.gz: corrupt or truncated archive"):
+        common.extract(str(tp), str(tmp_path / "out"))
+    assert not common.is_done(str(tmp_path / "out"), "extract_a.tar.gz")
 
 
 def test_run_step_markers(tmp_path):

@@ -2,16 +2,23 @@
 
 import csv
 import hashlib
+import io
 import os
+import subprocess
+import sys
+import tarfile
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from sslsv_sb.data.prepare import musan_rir
+from sslsv_sb.data.prepare.common import parse_checksum
 from sslsv_sb.data.prepare.musan_rir import chunk_bounds, prepare_augmentation
 from sslsv_sb.errors import SSLSVError
 
 SR = 16000
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def write_wav(path, seconds, sr=SR):
@@ -146,3 +153,93 @@ def test_csv_loads_in_speechbrain_addnoise(tmp_path):
     x = torch.randn(2, 1600) * 0.1
     y = aug(x, torch.ones(2))
     assert y.shape == x.shape and not torch.allclose(y, x)
+
+
+# ------------------------------------------------------------------ downloads
+def test_default_downloads_carry_published_checksums(monkeypatch, tmp_path):
+    """The OpenSLR archives are verified against their published md5."""
+    seen = {}
+
+    def fake_download_all(entries, folder, **kwargs):
+        seen.update({name: (url, checksum) for name, url, checksum, _ in entries})
+        seen["verify"] = kwargs["verify"]
+        raise SSLSVError("stop here")
+
+    monkeypatch.setattr(musan_rir, "download_all", fake_download_all)
+    with pytest.raises(SSLSVError, match="stop here"):
+        prepare_augmentation(str(tmp_path / "d"), download=True, verbose=False)
+    assert seen.pop("verify") is True
+    assert seen == {
+        "musan.tar.gz": ("https://www.openslr.org/resources/17/musan.tar.gz",
+                         "md5:0c472d4fc0c5141eca47ad1ffeb2a7df"),
+        "rirs_noises.zip": ("https://www.openslr.org/resources/28/rirs_noises.zip",
+                            "md5:e6f48e257286e05de56413b4779d8ffb"),
+    }
+    assert all(parse_checksum(c)[0] == "md5" for _, c in seen.values())
+
+
+def _augmentation_archive(tmp_path):
+    """A tar.gz holding a small MUSAN tree and a small RIRS_NOISES tree."""
+    musan, _ = make_musan(tmp_path)
+    rirs = make_rirs(tmp_path)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        t.add(musan, "musan")
+        t.add(rirs, "RIRS_NOISES")
+    return buf.getvalue()
+
+
+def _run_cli(data, urls, *extra):
+    script = os.path.join(REPO, "tools", "prepare_data", "prepare_augmentation.py")
+    return subprocess.run(
+        [sys.executable, script, "--data_folder", str(data), "--download", "--urls",
+         str(urls), "--chunk_length", "0.1", "--stride", "0.1", "--min_length",
+         "0.04", *extra],
+        capture_output=True, text=True)
+
+
+def test_download_cli_checksums(server, tmp_path):
+    url, h = server
+    archive = _augmentation_archive(tmp_path)
+    md5 = hashlib.md5(archive).hexdigest()
+    h.files.update({"aug.tar.gz": archive, "musan.tar.gz": archive})
+    urls = tmp_path / "urls.txt"
+
+    # A wrong checksum fails (the partial file is removed).
+    urls.write_text(f"aug.tar.gz {url}/aug.tar.gz md5:{'0' * 32}\n")
+    proc = _run_cli(tmp_path / "d1", urls)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'd1' / 'downloads' / 'aug.tar.gz'}: md5 checksum "
+        f"mismatch (expected {'0' * 32}, got {md5}) for {url}/aug.tar.gz; the "
+        "partial file was removed"]
+
+    # A mirror of musan.tar.gz listed without a checksum is checked against the
+    # published MUSAN md5 (which this stand-in archive does not match).
+    urls.write_text(f"musan.tar.gz {url}/musan.tar.gz\n")
+    proc = _run_cli(tmp_path / "d2", urls)
+    assert proc.returncode == 2
+    assert "expected 0c472d4fc0c5141eca47ad1ffeb2a7df" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+    # No known checksum: refused before any request, unless --no-verify.
+    urls.write_text(f"# mirror\naug.tar.gz {url}/aug.tar.gz\n")
+    h.log.clear()
+    proc = _run_cli(tmp_path / "d3", urls)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {urls}: no known checksum for aug.tar.gz (line 2); add md5:<hex> "
+        "or sha256:<hex> as the third field of its URL-list line, or pass "
+        "--no-verify to download it unverified"]
+    assert h.log == []
+    proc = _run_cli(tmp_path / "d3", urls, "--no-verify")
+    assert proc.returncode == 0, proc.stderr
+    assert "no known checksum" in proc.stderr and "unverified" in proc.stderr
+    assert len(read_csv(tmp_path / "d3" / "musan.csv")) == 8
+    assert len(read_csv(tmp_path / "d3" / "rirs.csv")) == 4
+
+    # With its checksum listed, the same archive passes without --no-verify.
+    urls.write_text(f"aug.tar.gz {url}/aug.tar.gz md5:{md5}\n")
+    proc = _run_cli(tmp_path / "d4", urls)
+    assert proc.returncode == 0, proc.stderr
+    assert len(read_csv(tmp_path / "d4" / "rirs.csv")) == 4

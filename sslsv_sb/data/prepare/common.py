@@ -5,6 +5,11 @@ Everything here is restartable: downloads resume from ``.part`` files with HTTP
 marker records it) and every preparation step leaves a ``.done_<step>`` marker so
 that re-running a command skips what is already finished.
 
+Downloads and archives are untrusted input: a download without a known checksum is
+refused unless the caller passes ``verify=False`` (the tools' ``--no-verify``), and
+an archive holding links, device files, absolute paths or ``..`` components is
+refused before anything is extracted.
+
 Every problem a user can cause raises :class:`~sslsv_sb.errors.SSLSVError` naming the
 file (and line). Functions that can tolerate bad inputs take ``skip_invalid``; they
 then *count and report* what was skipped (never a silent drop).
@@ -12,15 +17,19 @@ then *count and report* what was skipped (never a silent drop).
 
 import base64
 import csv
+import gzip
 import hashlib
+import logging
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import soundfile as sf
@@ -28,6 +37,10 @@ import soundfile as sf
 from sslsv_sb.errors import SSLSVError, where
 
 SAMPLE_RATE = 16000
+NO_CHECKSUM_HINT = ("add md5:<hex> or sha256:<hex> as the third field of its URL-list "
+                    "line, or pass --no-verify to download it unverified")
+
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------
@@ -185,10 +198,14 @@ def file_checksum(path, algo="md5", chunk_size=1 << 20):
 
 
 def checksum_ok(path, checksum):
-    """True if ``path`` matches ``checksum`` (anything accepted by parse_checksum)."""
+    """True if ``path`` matches ``checksum`` (anything accepted by parse_checksum).
+
+    A missing checksum is not a match: ``checksum=None`` raises :class:`SSLSVError`
+    (callers that accept unverified files decide so explicitly, see :func:`download`).
+    """
     parsed = parse_checksum(checksum)
     if parsed is None:
-        return True
+        raise SSLSVError(f"{path}: no checksum to verify it against")
     algo, digest = parsed
     return file_checksum(path, algo) == digest
 
@@ -236,11 +253,14 @@ def read_url_list(path):
 
 
 def download(url, dest, checksum=None, user=None, password=None, timeout=60,
-             retries=3, chunk_size=1 << 20, report=None):
+             retries=3, chunk_size=1 << 20, report=None, verify=True):
     """Resumable, checksum-verified download.
 
-    - If ``dest`` exists and matches ``checksum`` (or no checksum is given) nothing
-      is downloaded.
+    - Without a checksum the download is refused (:class:`SSLSVError`, before any
+      network access) unless ``verify=False``, which downloads it unverified and
+      logs a warning. A given checksum is always checked.
+    - If ``dest`` exists and matches ``checksum`` (or has none, with
+      ``verify=False``) nothing is downloaded.
     - Data goes to ``dest + ".part"``; an existing ``.part`` file is resumed with an
       HTTP ``Range`` request (a server that ignores ``Range`` restarts it).
     - After the download the checksum is verified; on mismatch the ``.part`` file is
@@ -264,14 +284,23 @@ def download(url, dest, checksum=None, user=None, password=None, timeout=60,
         Read size in bytes.
     report : Report or None
         Progress log.
+    verify : bool
+        False accepts a missing checksum (``--no-verify``).
 
     Returns
     -------
     str
         ``dest``.
     """
+    unverified = parse_checksum(checksum) is None
+    if unverified:
+        if verify:
+            raise SSLSVError(f"{os.path.basename(dest)} ({url}): no known checksum; "
+                             f"{NO_CHECKSUM_HINT}")
+        logger.warning("%s: no known checksum, %s is accepted unverified "
+                       "(--no-verify)", url, dest)
     if os.path.isfile(dest):
-        if checksum_ok(dest, checksum):
+        if unverified or checksum_ok(dest, checksum):
             if report:
                 report.log(f"{dest}: already downloaded")
             return dest
@@ -297,7 +326,7 @@ def download(url, dest, checksum=None, user=None, password=None, timeout=60,
         raise SSLSVError(f"{url}: download failed after {retries} attempts: "
                          f"{last_error} (partial data kept in {part}; re-run to "
                          "resume)")
-    if not checksum_ok(part, checksum):
+    if not unverified and not checksum_ok(part, checksum):
         algo, expected = parse_checksum(checksum)
         got = file_checksum(part, algo)
         os.remove(part)
@@ -341,16 +370,29 @@ def _download_once(url, part, user, password, timeout, chunk_size, report):
                 f.write(block)
 
 
-def download_all(entries, folder, user=None, password=None, report=None):
+def download_all(entries, folder, user=None, password=None, report=None, verify=True,
+                 source="URL list"):
     """Download every ``(name, url, checksum, line)`` of :func:`read_url_list`.
+
+    With ``verify`` (the default), entries without a checksum are refused up front,
+    before anything is downloaded: one :class:`SSLSVError` names them with their
+    lines in ``source``.
 
     Returns
     -------
     list of str
         Downloaded paths.
     """
+    if verify:
+        missing = [f"{name} (line {line})" if line else name
+                   for name, _, checksum, line in entries
+                   if parse_checksum(checksum) is None]
+        if missing:
+            raise SSLSVError(f"{source}: no known checksum for {', '.join(missing)}; "
+                             f"{NO_CHECKSUM_HINT}")
     return [download(url, os.path.join(folder, name), checksum, user, password,
-                     report=report) for name, url, checksum, _ in entries]
+                     report=report, verify=verify)
+            for name, url, checksum, _ in entries]
 
 
 # --------------------------------------------------------------------------------------
@@ -371,10 +413,59 @@ def concat_files(parts, out, report=None):
     return out
 
 
+def _unsafe_member_path(name):
+    """Why an archive member name is refused (absolute or ``..``), else None."""
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or os.path.isabs(name) or (
+            len(parts[0]) == 2 and parts[0][1] == ":"):
+        return "has an absolute path"
+    if ".." in parts:
+        return "has a '..' path component"
+    return None
+
+
+def _unsafe_tar_member(member):
+    """Why a tar member is refused (link, device, FIFO, unsafe path), else None."""
+    if member.issym():
+        return f"is a symbolic link (to '{member.linkname}')"
+    if member.islnk():
+        return f"is a hard link (to '{member.linkname}')"
+    if member.isdev():
+        return "is a device or FIFO special file"
+    if not (member.isfile() or member.isdir()):
+        return f"has an unsupported tar type {member.type!r}"
+    return _unsafe_member_path(member.name)
+
+
+def _unsafe_zip_member(info):
+    """Why a zip member is refused (Unix symlink, unsafe path), else None."""
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "is a symbolic link"
+    return _unsafe_member_path(info.filename)
+
+
 def extract(archive, dest, report=None):
     """Extract a zip or tar archive into ``dest`` once (done marker in ``dest``).
 
-    Members escaping ``dest`` (absolute paths, ``..``) raise :class:`SSLSVError`.
+    Every member is checked before anything is written. A symbolic or hard link, a
+    device or FIFO, an absolute path, a ``..`` component or a member that would
+    land outside ``dest`` refuses the whole archive with one :class:`SSLSVError`
+    naming the archive and the member. A corrupt or truncated archive is an
+    :class:`SSLSVError` too (no done marker is written, so a re-run retries).
+
+    Arguments
+    ---------
+    archive : str
+        ``.zip`` or tar (any compression ``tarfile`` reads) file.
+    dest : str
+        Output folder (created).
+    report : Report or None
+        Log.
+
+    Returns
+    -------
+    str
+        ``dest``.
     """
     step = "extract_" + os.path.basename(archive)
     if is_done(dest, step):
@@ -386,26 +477,36 @@ def extract(archive, dest, report=None):
     os.makedirs(dest, exist_ok=True)
     root = os.path.realpath(dest)
 
-    def _check(name):
+    def _check(name, why):
+        if why is not None:
+            raise SSLSVError(f"{archive}: member '{name}' {why}; the archive was not "
+                             "extracted (only plain files and folders are accepted)")
         target = os.path.realpath(os.path.join(dest, name))
         if target != root and not target.startswith(root + os.sep):
             raise SSLSVError(f"{archive}: member '{name}' would be extracted outside "
                              f"{dest}")
 
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            for name in z.namelist():
-                _check(name)
-            z.extractall(dest)
-    elif tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as t:
-            for m in t.getmembers():
-                _check(m.name)
-            t.extractall(dest, filter="data") if hasattr(tarfile, "data_filter") \
-                else t.extractall(dest)
-    else:
-        raise SSLSVError(f"{archive}: not a zip or tar archive (corrupt or incomplete "
-                         "download?)")
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                for info in z.infolist():
+                    _check(info.filename, _unsafe_zip_member(info))
+                z.extractall(dest)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as t:
+                for m in t.getmembers():
+                    _check(m.name, _unsafe_tar_member(m))
+                if hasattr(tarfile, "data_filter"):
+                    t.extractall(dest, filter="data")
+                else:
+                    t.extractall(dest)
+        else:
+            raise SSLSVError(f"{archive}: not a zip or tar archive (corrupt or "
+                             "incomplete download?)")
+    except (tarfile.TarError, zipfile.BadZipFile, gzip.BadGzipFile, EOFError,
+            zlib.error) as e:
+        raise SSLSVError(f"{archive}: corrupt or truncated archive ({e}); delete it "
+                         "and download it again") from None
     mark_done(dest, step)
     if report:
         report.log(f"extracted {archive} -> {dest}")

@@ -41,10 +41,24 @@ from sslsv_sb.errors import SSLSVError
 MUSAN_CATEGORIES = ("noise", "music", "speech")
 RIR_ROOMS = ("smallroom", "mediumroom", "largeroom")
 
+#: Published md5 of the OpenSLR archives, by file name. Both are the values that
+#: WeSpeaker's VoxCeleb recipe checks after downloading (wenet-e2e/wespeaker,
+#: ``examples/voxceleb/v2/local/download_data.sh``, commit
+#: 7aeaeb1931727d0db9bb5c348cd13f82e5862d6e). PaddlePaddle/PaddleSpeech pins the
+#: same values for the same URLs (``examples/dataset/musan/musan.py`` for MUSAN,
+#: ``paddlespeech/audio/datasets/rirs_noises.py`` for RIRS_NOISES). They also apply
+#: to a mirror listed in ``--urls`` under the same file name without a checksum.
+KNOWN_CHECKSUMS = {
+    "musan.tar.gz": "md5:0c472d4fc0c5141eca47ad1ffeb2a7df",
+    "rirs_noises.zip": "md5:e6f48e257286e05de56413b4779d8ffb",
+}
+
 #: Public OpenSLR archives (no registration needed); used only with ``--download``.
 DEFAULT_URLS = [
-    ("musan.tar.gz", "https://www.openslr.org/resources/17/musan.tar.gz", None),
-    ("rirs_noises.zip", "https://www.openslr.org/resources/28/rirs_noises.zip", None),
+    ("musan.tar.gz", "https://www.openslr.org/resources/17/musan.tar.gz",
+     KNOWN_CHECKSUMS["musan.tar.gz"]),
+    ("rirs_noises.zip", "https://www.openslr.org/resources/28/rirs_noises.zip",
+     KNOWN_CHECKSUMS["rirs_noises.zip"]),
 ]
 
 
@@ -262,7 +276,7 @@ def prepare_rirs(rirs, data_folder, mode="symlink", skip_invalid=False,
 def prepare_augmentation(data_folder, musan=None, rirs=None, download=False, urls=None,
                          chunk_length=8.0, stride=8.0, min_length=1.0, mode="symlink",
                          skip_invalid=False, csv_prefix=None, force=False,
-                         verbose=True):
+                         verbose=True, verify=True):
     """Prepare MUSAN chunks and RIRs (with step markers: re-runs skip done steps).
 
     Arguments
@@ -276,7 +290,8 @@ def prepare_augmentation(data_folder, musan=None, rirs=None, download=False, url
         Download ``musan.tar.gz`` and ``rirs_noises.zip`` (OpenSLR 17 and 28, or the
         entries of ``urls``) into ``data_folder/downloads`` and extract them.
     urls : str or None
-        URL list replacing the OpenSLR defaults (e.g. a mirror).
+        URL list replacing the OpenSLR defaults (e.g. a mirror). An entry without a
+        checksum gets the published one of its file name (:data:`KNOWN_CHECKSUMS`).
     chunk_length, stride, min_length : float
         MUSAN chunking, in seconds.
     mode : str
@@ -289,6 +304,9 @@ def prepare_augmentation(data_folder, musan=None, rirs=None, download=False, url
         Redo finished steps.
     verbose : bool
         Print progress.
+    verify : bool
+        False (``--no-verify``) downloads entries that have no known checksum, with
+        a warning; a known checksum is still checked.
 
     Returns
     -------
@@ -298,11 +316,15 @@ def prepare_augmentation(data_folder, musan=None, rirs=None, download=False, url
     os.makedirs(data_folder, exist_ok=True)
     downloads = os.path.join(data_folder, "downloads")
     if download:
-        entries = read_url_list(urls) if urls else [(n, u, c, 0) for n, u, c in
-                                                     DEFAULT_URLS]
+        if urls:
+            entries = [(n, u, c or KNOWN_CHECKSUMS.get(n), line)
+                       for n, u, c, line in read_url_list(urls)]
+        else:
+            entries = [(n, u, c, 0) for n, u, c in DEFAULT_URLS]
 
         def _dl():
-            for p in download_all(entries, downloads, report=report):
+            for p in download_all(entries, downloads, report=report, verify=verify,
+                                  source=urls or "default URLs"):
                 extract(p, os.path.join(downloads, "extracted"), report)
 
         run_step(data_folder, "augmentation_download", _dl, report, force)

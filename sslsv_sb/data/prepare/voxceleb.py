@@ -365,7 +365,7 @@ def _concat_parts(folder, report):
 def prepare_voxceleb(data_folder, vox1=None, vox2=None, trials_dir=None, urls=None,
                      download=False, user=None, password=None, mode="symlink",
                      num_workers=4, check_audio=True, skip_invalid=False,
-                     skip_missing=False, force=False, verbose=True):
+                     skip_missing=False, force=False, verbose=True, verify=True):
     """Prepare VoxCeleb1/2 train lists and trial lists in ``data_folder``.
 
     Steps (each leaves a ``.done_<step>`` marker; re-running skips finished steps):
@@ -385,6 +385,8 @@ def prepare_voxceleb(data_folder, vox1=None, vox2=None, trials_dir=None, urls=No
         ``data_folder/downloads``, the VoxCeleb1 folders and ``data_folder``).
     urls : str or None
         URL list (``<file name> <url> [checksum]`` per line) used by ``download``.
+        No VoxCeleb checksum is built in: each line needs its checksum unless
+        ``verify`` is False.
     download : bool
         Download and extract the archives of ``urls`` into ``data_folder/downloads``
         (split ``*_partaa`` archives are concatenated first).
@@ -405,6 +407,9 @@ def prepare_voxceleb(data_folder, vox1=None, vox2=None, trials_dir=None, urls=No
         Redo steps even if their marker exists.
     verbose : bool
         Print progress.
+    verify : bool
+        False (``--no-verify``) downloads URL-list entries without a checksum, with
+        a warning; a listed checksum is still checked.
 
     Returns
     -------
@@ -425,7 +430,7 @@ def prepare_voxceleb(data_folder, vox1=None, vox2=None, trials_dir=None, urls=No
         entries = read_url_list(urls)
 
         def _download():
-            download_all(entries, downloads, user, password, report)
+            download_all(entries, downloads, user, password, report, verify, urls)
             for zp in _concat_parts(downloads, report):
                 report.log(f"archive ready: {zp}")
 
