@@ -152,3 +152,28 @@ def test_cli_error_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'nowhere'}: folder not found"]
+
+
+def test_download_needs_checksums_unless_no_verify(server, tmp_path):
+    url, h = server
+    trials = b"1 id10270/x6uYqmx31kE/00001.wav id10270/5r0dWxy17C8/00001.wav\n"
+    h.files["veri_test2.txt"] = trials
+    urls = tmp_path / "urls.txt"
+    urls.write_text(f"veri_test2.txt {url}/veri_test2.txt\n")
+    script = os.path.join(REPO, "tools/prepare_data/prepare_voxceleb.py")
+    cmd = [sys.executable, script, "--data_folder", str(tmp_path / "d"), "--download",
+           "--urls", str(urls)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {urls}: no known checksum for veri_test2.txt (line 1); add "
+        "md5:<hex> or sha256:<hex> as the third field of its URL-list line, or pass "
+        "--no-verify to download it unverified"]
+    assert h.log == []
+    with pytest.raises(SSLSVError, match="nothing to prepare"):
+        prepare_voxceleb(str(tmp_path / "d"), urls=str(urls), download=True,
+                         verbose=False, verify=False)
+    assert (tmp_path / "d" / "downloads" / "veri_test2.txt").read_bytes() == trials
+    proc = subprocess.run([*cmd, "--no-verify", "--force"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "error: nothing to prepare" in proc.stderr
