@@ -1,7 +1,10 @@
 """Distributed helpers shared by every method.
 
-All helpers are no-ops (identity / rank 0 / world size 1) when ``torch.distributed``
-is not initialised, so losses can call them unconditionally.
+The collectives are no-ops (identity / rank 0 / world size 1) when
+``torch.distributed`` is not initialised, so losses can call them unconditionally.
+Also here: :func:`unwrap` (the module inside a DDP wrapper), shuffle-BN
+(:func:`batch_shuffle` / :func:`batch_unshuffle`) and BatchNorm synchronised over
+CPU (gloo) ranks (:class:`CPUSyncBatchNorm`).
 
 ``gather`` uses ``torch.distributed._functional_collectives.all_gather_tensor_autograd``
 when available: the plain ``all_gather`` has no gradient, and
@@ -72,6 +75,91 @@ def gather(x, grad=True):
     out = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(out, x.detach().contiguous())
     return torch.cat(out, dim=0)
+
+
+def unwrap(module):
+    """The module inside a DDP / DataParallel wrapper, or ``module`` itself.
+
+    Arguments
+    ---------
+    module : torch.nn.Module
+        A module, possibly wrapped (the wrapper keeps it as ``.module``).
+
+    Returns
+    -------
+    torch.nn.Module
+
+    Example
+    -------
+    >>> lin = torch.nn.Linear(2, 2)
+    >>> unwrap(torch.nn.DataParallel(lin)) is lin, unwrap(lin) is lin
+    (True, True)
+    """
+    return module.module if hasattr(module, "module") else module
+
+
+def batch_shuffle(x):
+    """Shuffle a batch across ranks before a key (momentum) encoder: shuffle-BN.
+
+    BatchNorm normalises with statistics of the batch it sees, so a query and its key
+    computed from the same sub-batch share those statistics, and a contrastive model
+    can find its positive through them instead of through the content (MoCo,
+    arXiv 1911.05722, section 3.3). Feeding the key encoder a shuffled batch gives a
+    key the statistics of another subset than its query's. Under DDP the global
+    batch is gathered, permuted with a permutation broadcast from rank 0, and each
+    rank keeps its slice; in one process the permutation is local (it only matters
+    when the key encoder then runs on sub-batches).
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        ``(N, ...)`` local batch (the same ``N`` on every rank).
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``(x_shuffled (N, ...), idx_unshuffle (N * world_size,))``; pass the index to
+        :func:`batch_unshuffle`.
+
+    Example
+    -------
+    >>> x = torch.arange(6.0).view(6, 1)
+    >>> xs, idx = batch_shuffle(x)
+    >>> torch.equal(batch_unshuffle(xs, idx), x)
+    True
+    """
+    if not is_distributed():
+        perm = torch.randperm(x.shape[0], device=x.device)
+        return x[perm], torch.argsort(perm)
+    n = x.shape[0]
+    x_all = gather(x, grad=False)  # (W*N, ...)
+    perm = torch.randperm(x_all.shape[0], device=x.device)
+    dist.broadcast(perm, src=0)
+    r = rank()
+    return x_all[perm[r * n : (r + 1) * n]], torch.argsort(perm)
+
+
+def batch_unshuffle(x, idx_unshuffle):
+    """Put the outputs of a :func:`batch_shuffle`-d batch back in the local order.
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        ``(N, ...)`` outputs of the shuffled local batch.
+    idx_unshuffle : torch.Tensor
+        ``(N * world_size,)`` from :func:`batch_shuffle`.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, ...)`` outputs in the original local order.
+    """
+    if not is_distributed():
+        return x[idx_unshuffle]
+    n = x.shape[0]
+    x_all = gather(x, grad=False)  # (W*N, ...)
+    r = rank()
+    return x_all[idx_unshuffle[r * n : (r + 1) * n]]
 
 
 def all_reduce_mean(x):

@@ -29,11 +29,14 @@ import json
 import logging
 import math
 import os
+import pickle
+import re
 
 import numpy as np
 import torch
 from torch import nn
 
+from sslsv_sb.distributed import unwrap
 from sslsv_sb.errors import SSLSVError
 
 logger = logging.getLogger(__name__)
@@ -91,6 +94,40 @@ def find_checkpoints(
     return match
 
 
+@contextlib.contextmanager
+def _refuse_pickled_code(path):
+    """Turn a refused ``torch.load(weights_only=True)`` under ``path`` into an
+    :class:`SSLSVError` (one line) instead of torch's multi-line unpickling error.
+
+    SpeechBrain's ``Checkpointer`` and our own loaders read every ``.ckpt`` file with
+    ``weights_only=True``: a file holding other Python objects (which could run code
+    when unpickled) is refused, and so is an unreadable one.
+    """
+    try:
+        yield
+    except pickle.UnpicklingError as err:
+        text = " ".join(str(err).split())
+        if "Weights only load failed" in text:
+            found = re.search(r"Unsupported global: GLOBAL \S+", text)
+            detail = found.group(0) if found else "torch.load(weights_only=True)"
+            raise SSLSVError(
+                f"{path}: refused: it holds Python objects other than tensors and "
+                f"numbers ({detail}), and unpickling them could run code; only load "
+                "runs from people you trust"
+            ) from None
+        raise SSLSVError(f"{path}: unreadable checkpoint file ({text[:200]})") from None
+
+
+def _load_weights(path, map_location="cpu"):
+    """``torch.load(path, weights_only=True)``, refusals as :class:`SSLSVError`.
+
+    The ``parameter_loader`` of SpeechBrain's ``average_checkpoints``, which passes
+    ``map_location``.
+    """
+    with _refuse_pickled_code(path):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def load_model(
     brain, which="last", average_last=1, best_key="train_loss", best_mode="min"
 ):
@@ -130,18 +167,17 @@ def load_model(
         )
     chosen = ckpts[:k]
     # Loads every recoverable (modules, counters, brain state) of the first one.
-    checkpointer.load_checkpoint(chosen[0])
+    with _refuse_pickled_code(chosen[0].path):
+        checkpointer.load_checkpoint(chosen[0])
     if k > 1:
         for name, obj in checkpointer.recoverables.items():
             if isinstance(obj, nn.Module) and all(
                 os.path.isfile(os.path.join(c.path, f"{name}.ckpt")) for c in chosen
             ):
                 state = average_checkpoints(
-                    chosen,
-                    name,
-                    parameter_loader=lambda p: torch.load(p, map_location="cpu"),
+                    chosen, name, parameter_loader=_load_weights
                 )
-                _unwrap(obj).load_state_dict(state)
+                unwrap(obj).load_state_dict(state)
     return {
         "checkpoints": [os.path.basename(str(c.path)) for c in chosen],
         "epoch": chosen[0].meta.get("epoch"),
@@ -174,10 +210,6 @@ def build_brain(hparams, run_opts=None, with_checkpointer=True):
         run_opts=dict(run_opts or {}),
         checkpointer=hparams.get("checkpointer") if with_checkpointer else None,
     )
-
-
-def _unwrap(module):
-    return module.module if hasattr(module, "module") else module
 
 
 # ------------------------------------------------------------------------ pipeline
@@ -272,7 +304,7 @@ def _export_patches(conv_stft=False):
 
 
 def _inference_pipeline(brain):
-    mods = [_unwrap(m) for m in brain.inference_modules()]
+    mods = [unwrap(m) for m in brain.inference_modules()]
     return EmbeddingPipeline(*mods).to("cpu").eval()
 
 
@@ -507,7 +539,7 @@ def export_bundle(brain, run_hparams_file, out_dir, meta=None):
     os.makedirs(out_dir, exist_ok=True)
     meta = dict(meta or {})
     nodes = _module_nodes(run_hparams_file)
-    mods = dict(zip(BUNDLE_MODULES, (_unwrap(m) for m in brain.inference_modules())))
+    mods = dict(zip(BUNDLE_MODULES, (unwrap(m) for m in brain.inference_modules())))
     loadables = [k for k in BUNDLE_MODULES if mods[k].state_dict()]
     meta["loadables"] = loadables
     meta.setdefault("sample_rate", getattr(brain.hparams, "sample_rate", 16000))
@@ -520,7 +552,9 @@ def export_bundle(brain, run_hparams_file, out_dir, meta=None):
     with open(yaml_path, encoding="utf-8") as f:
         fresh = load_hyperpyyaml(f)
     for k in loadables:
-        state = torch.load(os.path.join(out_dir, f"{k}.ckpt"), map_location="cpu")
+        state = torch.load(
+            os.path.join(out_dir, f"{k}.ckpt"), map_location="cpu", weights_only=True
+        )
         try:
             fresh[k].load_state_dict(state, strict=True)
         except RuntimeError as err:

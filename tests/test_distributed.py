@@ -1,4 +1,5 @@
-"""CPU DDP: synchronised BatchNorm and 2-process training equal to 1 process."""
+"""CPU DDP: synchronised BatchNorm, shuffle-BN, ``unwrap`` and 2-process training
+equal to 1 process."""
 
 import glob
 import os
@@ -9,7 +10,13 @@ import sys
 import pytest
 import torch
 
-from sslsv_sb.distributed import CPUSyncBatchNorm, convert_sync_batchnorm_cpu
+from sslsv_sb.distributed import (
+    CPUSyncBatchNorm,
+    batch_shuffle,
+    batch_unshuffle,
+    convert_sync_batchnorm_cpu,
+    unwrap,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "recipes", "VoxCeleb", "SSL", "train.py")
@@ -59,11 +66,53 @@ def test_cpu_sync_batchnorm_matches_global_batch(tmp_path):
     # Each rank weights its own outputs by positions 0..n-1, as in the workers.
     w = torch.cat([torch.arange(y[:4].numel()).view_as(y[:4])] * 2).float()
     (y * w).sum().backward()
-    r0, r1 = (torch.load(tmp_path / f"bn{r}.pt") for r in (0, 1))
+    r0, r1 = (torch.load(tmp_path / f"bn{r}.pt", weights_only=True) for r in (0, 1))
     assert torch.allclose(torch.cat([r0["y"], r1["y"]]), y.detach(), atol=1e-5)
     assert torch.allclose(torch.cat([r0["g"], r1["g"]]), xr.grad, atol=1e-4)
     assert torch.allclose(r0["rm"], ref_bn.running_mean, atol=1e-6)
     assert torch.allclose(r1["rv"], ref_bn.running_var, atol=1e-5)
+
+
+def test_unwrap_returns_the_wrapped_module():
+    lin = torch.nn.Linear(2, 2)
+    assert unwrap(lin) is lin
+    assert unwrap(torch.nn.DataParallel(lin)) is lin
+
+
+def test_batch_shuffle_roundtrip():
+    torch.manual_seed(0)
+    x = torch.arange(12.0).view(6, 2)
+    xs, idx = batch_shuffle(x)
+    assert not torch.equal(xs, x)  # a real permutation (seed 0)
+    assert sorted(xs[:, 0].tolist()) == x[:, 0].tolist()
+    assert torch.equal(batch_unshuffle(xs, idx), x)
+
+
+def _shuffle_worker(rank, world, port, out):
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    torch.manual_seed(rank)  # ranks draw different permutations: rank 0's is used
+    x = torch.arange(4.0).view(4, 1) + 10 * rank  # rank r holds 10r .. 10r + 3
+    xs, idx = batch_shuffle(x)
+    back = batch_unshuffle(xs * 2, idx)
+    torch.save({"xs": xs, "back": back}, os.path.join(out, f"shuffle{rank}.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_batch_shuffle_mixes_ranks_and_unshuffles(tmp_path):
+    torch.multiprocessing.spawn(
+        _shuffle_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2
+    )
+    r0, r1 = (torch.load(tmp_path / f"shuffle{r}.pt") for r in (0, 1))
+    shuffled = torch.cat([r0["xs"], r1["xs"]])[:, 0].tolist()
+    assert sorted(shuffled) == [0, 1, 2, 3, 10, 11, 12, 13]  # one global permutation
+    for r, res in enumerate((r0, r1)):  # outputs come back to their own rank
+        want = (torch.arange(4.0).view(4, 1) + 10 * r) * 2
+        assert torch.equal(res["back"], want)
 
 
 def _train(args, nproc, out, env_extra=None):
@@ -154,8 +203,8 @@ def test_two_processes_equal_one(tiny_corpus, tmp_path, yaml_name, extra, module
     one = _train(args, 1, tmp_path / "one")
     two = _train(args, 2, tmp_path / "two")
     for name in modules:
-        a = torch.load(os.path.join(one, f"{name}.ckpt"))
-        b = torch.load(os.path.join(two, f"{name}.ckpt"))
+        a = torch.load(os.path.join(one, f"{name}.ckpt"), weights_only=True)
+        b = torch.load(os.path.join(two, f"{name}.ckpt"), weights_only=True)
         for key in a:
             if a[key].is_floating_point():
                 diff = (a[key] - b[key]).abs().max().item()

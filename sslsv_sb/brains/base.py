@@ -7,17 +7,18 @@ Data flow of one training step (``docs/architecture.md``)::
       -> method head(s) -> loss
 
 A method subclass implements ``compute_forward`` / ``compute_objectives`` (and, when it
-needs them, ``init_optimizers`` for parameter groups and ``inference_modules`` for a
-teacher at inference). Everything shared lives here: views, features, augmentation,
-embedding extraction, per-epoch logging, checkpointing, non-finite loss handling and a
-CPU-safe DDP wrapper.
+needs them, ``param_groups`` for parameter groups and ``inference_modules`` for a
+teacher at inference). Everything shared by the methods lives here: views, features,
+augmentation, embedding extraction, the running epoch, per-epoch metrics (the loss's
+``last_metrics`` are recorded automatically), optimiser groups and schedules,
+validation / early stopping and checkpointing. The corrections of SpeechBrain's own
+behaviour (clipping, non-finite losses, DDP wrapping, the DDP sampler, atomic
+checkpoints) are in :mod:`sslsv_sb.brains.sb_workarounds`.
 """
 
 import abc
-import glob
 import logging
 import math
-import os
 import time
 from collections import defaultdict
 
@@ -25,12 +26,12 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
 
-from sslsv_sb.distributed import convert_sync_batchnorm_cpu, rank
+from sslsv_sb.brains.sb_workarounds import SpeechBrainWorkarounds
+from sslsv_sb.distributed import rank, unwrap
 from sslsv_sb.errors import SSLSVError
 from sslsv_sb.training import RNGState
 
 logger = logging.getLogger(__name__)
-COMPLETE_MARKER = "COMPLETE"
 
 
 def _is_fixed_lr(group):
@@ -39,12 +40,7 @@ def _is_fixed_lr(group):
     return value is not None and value is not False
 
 
-def unwrap(module):
-    """The module inside a DDP/DP wrapper (or the module itself)."""
-    return module.module if hasattr(module, "module") else module
-
-
-class SSLBrain(sb.Brain, abc.ABC):
+class SSLBrain(SpeechBrainWorkarounds, abc.ABC):
     """Base Brain for self-supervised (and supervised baseline) speaker encoders.
 
     Expected ``modules`` (yaml): ``compute_features``, ``mean_var_norm``,
@@ -52,8 +48,10 @@ class SSLBrain(sb.Brain, abc.ABC):
     :class:`~sslsv_sb.data.augment.ViewAugment`) and the method's heads and losses.
 
     Expected ``hparams``: ``epoch_counter``, optionally ``train_logger``,
-    ``lr_annealing`` (``f(epoch) -> (old_lr, new_lr)``), ``skip_nonfinite_steps``
-    (bool, default False: a non-finite loss stops the run), ``keep_checkpoints``.
+    ``lr_annealing`` (``f(epoch) -> (old_lr, new_lr)``), ``lr_schedule``
+    (``f(step, total_steps) -> lr``), ``keep_checkpoints``, ``skip_nonfinite_steps``
+    and ``sync_batchnorm``
+    (:class:`~sslsv_sb.brains.sb_workarounds.SpeechBrainWorkarounds`).
     """
 
     method_name = "ssl"
@@ -61,9 +59,6 @@ class SSLBrain(sb.Brain, abc.ABC):
     def __init__(self, *args, epoch_state=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.epoch_state = epoch_state
-        self.last_finite_loss = None
-        self.skipped_steps = 0
-        self._skip_this_step = False
         self._metric_sums = defaultdict(float)
         self._metric_count_per = defaultdict(int)
         self.valid_history = []  # (epoch, EER %) of the validation trial list
@@ -73,16 +68,30 @@ class SSLBrain(sb.Brain, abc.ABC):
             and "rng" not in self.checkpointer.recoverables
         ):
             self.checkpointer.add_recoverable("rng", self.rng_state)
-        if self.checkpointer is not None:
-            self._make_checkpoints_atomic()
         self.step_logger = getattr(self.hparams, "step_logger", None)
 
     # ------------------------------------------------------------------ views
-    def get_views(self, batch, key="views"):
-        """``(B, V, L)`` tensor of the views stored under ``key``, on the device."""
+    def get_views(self, batch, key="views", n_views=None):
+        """``(B, V, L)`` tensor of the views stored under ``key``, on the device.
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            ``batch.<key>`` holds the crops of the view group ``key``.
+        key : str
+            View group (``view_groups`` key of the yaml).
+        n_views : int or None
+            The ``V`` the method needs; another count is a configuration error.
+        """
         views = getattr(batch, key).data.to(self.device)
         if views.dim() != 3:
             raise ValueError(f"batch.{key} must be (B, V, L), got {tuple(views.shape)}")
+        if n_views is not None and views.shape[1] != n_views:
+            crops = "crop" if n_views == 1 else "crops"
+            raise SSLSVError(
+                f"{self.method_name} needs {n_views} {crops} per sample in "
+                f"view_groups.{key}, got {views.shape[1]}"
+            )
         return views
 
     def augment(self, wavs, stage):
@@ -136,13 +145,75 @@ class SSLBrain(sb.Brain, abc.ABC):
 
     @abc.abstractmethod
     def compute_objectives(self, predictions, batch, stage):
-        """Method loss (subclasses); call :meth:`record` for extra metrics."""
+        """Method loss (subclasses).
+
+        The ``last_metrics`` of ``modules.loss`` are recorded after every training
+        batch (:meth:`record_loss_metrics`); call :meth:`record` for others.
+        """
+
+    def epoch0(self):
+        """0-based index of the running epoch (SpeechBrain's ``EpochCounter`` is
+        1-based).
+
+        Every schedule of ``sslsv_sb.schedules`` and of the losses takes 0-based
+        epochs; this is ``epoch_counter.current - 1`` (0 before the first epoch).
+        """
+        return max(0, int(self.hparams.epoch_counter.current) - 1)
 
     def record(self, **metrics):
-        """Accumulate per-step scalar metrics for the epoch summary."""
+        """Accumulate per-step scalar metrics for the epoch summary.
+
+        Arguments
+        ---------
+        **metrics : float or torch.Tensor
+            Python numbers, or 0-d tensors on any device. Tensors are detached and
+            summed on their device in float64 (no host synchronisation per step; the
+            sums equal those of their ``float()`` values), and converted once, by
+            :meth:`epoch_metrics`.
+        """
         for key, value in metrics.items():
-            self._metric_sums[key] += float(value)
+            if torch.is_tensor(value):
+                wide = torch.float32 if value.device.type == "mps" else torch.float64
+                value = value.detach().to(wide)
+            else:
+                value = float(value)
+            self._metric_sums[key] = self._metric_sums[key] + value
             self._metric_count_per[key] += 1
+
+    def record_loss_metrics(self):
+        """Record the ``last_metrics`` dict of ``modules.loss`` (but its ``loss``).
+
+        Called after every training batch (:meth:`on_fit_batch_end`). Losses keep
+        their metrics of the last call there as detached tensors (or numbers); the
+        ``loss`` entry is left out because the stage loss is logged already. A loss
+        without ``last_metrics`` (one returning a dict) records nothing here.
+        """
+        if "loss" not in self.modules:
+            return
+        metrics = getattr(unwrap(self.modules.loss), "last_metrics", None) or {}
+        self.record(**{k: v for k, v in metrics.items() if k != "loss"})
+
+    def loss_and_record(self, out, stage):
+        """Scalar loss of a loss that returns a dict; its other entries are recorded.
+
+        For losses returning ``{"loss": scalar, <metric>: value, ...}`` (LIM,
+        Combiner) instead of keeping ``last_metrics``.
+
+        Arguments
+        ---------
+        out : dict
+            The loss output.
+        stage : sb.Stage
+            Metrics are recorded in TRAIN only.
+
+        Returns
+        -------
+        torch.Tensor
+            ``out["loss"]``.
+        """
+        if stage == sb.Stage.TRAIN:
+            self.record(**{k: v for k, v in out.items() if k != "loss"})
+        return out["loss"]
 
     def inference_modules(self):
         """Modules used for embeddings at evaluation (DINO overrides: the teacher)."""
@@ -167,78 +238,6 @@ class SSLBrain(sb.Brain, abc.ABC):
                 m.train(t)
         return emb.float()
 
-    # ------------------------------------------------------------------ robustness
-    def check_loss_isfinite(self, loss):
-        """Stop (or, with ``skip_nonfinite_steps``, skip) on a non-finite loss.
-
-        SpeechBrain's default only counts non-finite losses and still back-propagates
-        them, so NaN reaches the weights. Here the step is either refused with a
-        message naming the step, the method and the last finite loss, or skipped.
-        """
-        if torch.isfinite(loss).all():
-            self.last_finite_loss = float(loss.detach())
-            self._skip_this_step = False
-            return
-        msg = (
-            f"non-finite loss ({float(loss.detach())}) at epoch "
-            f"{self.epoch_state.epoch if self.epoch_state else '?'}, step {self.step} "
-            f"(optimizer step {self.optimizer_step}) of method {self.method_name}; "
-            f"last finite loss: {self.last_finite_loss}"
-        )
-        if getattr(self.hparams, "skip_nonfinite_steps", False):
-            self.skipped_steps += 1
-            self._skip_this_step = True
-            logger.warning("%s -- step skipped (%d so far)", msg, self.skipped_steps)
-            return
-        raise SSLSVError(msg + ". Set skip_nonfinite_steps: True to skip such steps.")
-
-    def optimizers_step(self):
-        """Unscale, clip **all** parameter groups, method hook, step.
-
-        SpeechBrain clips only ``param_groups[0]`` of each optimiser and treats a
-        negative ``max_grad_norm`` as a (reversing!) factor; here the global norm over
-        every trainable parameter is clipped (``max_grad_norm: .inf`` disables it) and
-        :meth:`on_before_optimizer_step` lets a method act on gradients (DINO's
-        per-parameter clipping and frozen last layer, SwAV's frozen prototypes).
-        A step after a skipped non-finite loss is refused.
-        """
-        if self._skip_this_step:
-            for opt in self.optimizers_dict.values():
-                opt.zero_grad(set_to_none=True)
-            self._skip_this_step = False
-            return
-        optimizers = self.freeze_optimizers(self.optimizers_dict)
-        for opt in optimizers.values():
-            self.scaler.unscale_(opt)
-        max_norm = float(self.max_grad_norm)
-        if max_norm < 0:
-            raise SSLSVError(
-                f"max_grad_norm must be >= 0 or .inf (got {max_norm}); a negative "
-                "value would reverse the gradients"
-            )
-        params = [
-            p
-            for opt in optimizers.values()
-            for group in opt.param_groups
-            for p in group["params"]
-            if p.grad is not None
-        ]
-        if params and math.isfinite(max_norm) and max_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-            self.last_grad_norm = float(norm)
-        if not self.scaler.is_enabled() and self.skip_nonfinite_grads:
-            self.check_gradients()
-        self.on_before_optimizer_step()
-        for opt in optimizers.values():
-            self.scaler.step(opt)
-        self.scaler.update()
-        for opt in optimizers.values():
-            opt.zero_grad(set_to_none=True)
-        self.optimizer_step += 1
-
-    def on_before_optimizer_step(self):
-        """Hook between clipping and the optimiser step (gradients are unscaled)."""
-
     def on_fit_batch_start(self, batch, should_step):
         """Deferred RNG restore (mid-epoch resume); per-step LR schedule."""
         rng_state = (
@@ -254,7 +253,9 @@ class SSLBrain(sb.Brain, abc.ABC):
                     group["lr"] = lr
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        """Per-step scalars to TensorBoard / W&B every ``log_every_steps`` steps."""
+        """Loss metrics for the epoch; per-step scalars to TensorBoard / W&B every
+        ``log_every_steps`` optimiser steps."""
+        self.record_loss_metrics()
         every = int(getattr(self.hparams, "log_every_steps", 0) or 0)
         if self.step_logger is not None and every and should_step:
             if self.optimizer_step % every == 0:
@@ -264,57 +265,6 @@ class SSLBrain(sb.Brain, abc.ABC):
                 if hasattr(self, "last_grad_norm"):
                     scalars["grad_norm"] = self.last_grad_norm
                 self.step_logger.log(scalars, self.optimizer_step)
-
-    def _wrap_distributed(self):
-        """DDP-wrap trainable modules, with synchronised BatchNorm unless disabled.
-
-        SpeechBrain converts BatchNorm to ``torch.nn.SyncBatchNorm`` unconditionally,
-        which only runs on accelerators (``speechbrain_integration.md`` §2). Here:
-        ``sync_batchnorm: True`` (default) uses ``SyncBatchNorm`` on GPUs and
-        :class:`~sslsv_sb.distributed.CPUSyncBatchNorm` on CPU, so DDP computes what
-        one process would on the global batch; ``sync_batchnorm: False`` keeps
-        per-rank statistics on every device (sslsv's MoCo configs).
-        """
-        if not self.distributed_launch:
-            return super()._wrap_distributed()
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        sync = getattr(self.hparams, "sync_batchnorm", True)
-        cuda = self.device_type == "cuda"
-        for name, module in self.modules.items():
-            if not any(p.requires_grad for p in module.parameters()):
-                continue
-            if sync:
-                module = (
-                    torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
-                    if cuda
-                    else convert_sync_batchnorm_cpu(module)
-                )
-            self.modules[name] = DDP(
-                module,
-                device_ids=[self.device] if cuda else None,
-                find_unused_parameters=self.find_unused_parameters,
-            )
-
-    def _train_loader_specifics(self, dataset, loader_kwargs):
-        """Under DDP, honour ``shuffle`` from the loader options.
-
-        SpeechBrain's DDP sampler shuffles unless a ``sorting`` hparam says otherwise;
-        here ``dataloader_options.shuffle`` decides on one process and on many alike.
-        """
-        if not self.distributed_launch or loader_kwargs.get("sampler") is not None:
-            return super()._train_loader_specifics(dataset, loader_kwargs)
-        from torch.utils.data.distributed import DistributedSampler
-
-        shuffle = loader_kwargs.pop("shuffle", True)
-        self.train_sampler = DistributedSampler(
-            dataset,
-            shuffle=shuffle,
-            seed=int(getattr(self.hparams, "seed", 0)),
-            drop_last=loader_kwargs.get("drop_last", False),
-        )
-        loader_kwargs["sampler"] = self.train_sampler
-        return loader_kwargs
 
     # ------------------------------------------------------------------ optimisation
     def param_groups(self):
@@ -355,73 +305,16 @@ class SSLBrain(sb.Brain, abc.ABC):
         )
         return per_epoch * int(self.hparams.epoch_counter.limit)
 
-    # ------------------------------------------------------------------ checkpoints
-    def _make_checkpoints_atomic(self):
-        """Mark a checkpoint complete only after every file of it is written.
-
-        SpeechBrain writes ``CKPT.yaml`` first and the state files after it, so a
-        SIGKILL in between leaves a checkpoint that looks valid and fails to load.
-        Here a ``COMPLETE`` marker is written last; at fit start, checkpoints
-        without it are moved aside (``save/incomplete-*``) and the previous one is
-        used, so killing the run at any moment and re-running the command resumes.
-        """
-        ckpt = self.checkpointer
-        if getattr(ckpt, "_sslsv_atomic", False):
-            return
-        original = ckpt.save_checkpoint
-
-        def save_checkpoint(*args, **kwargs):
-            saved = original(*args, **kwargs)
-            if saved is not None and if_main_process():
-                marker = os.path.join(saved.path, COMPLETE_MARKER)
-                with open(marker, "w", encoding="utf-8") as f:
-                    f.write("complete\n")
-            return saved
-
-        ckpt.save_checkpoint = save_checkpoint
-        ckpt._sslsv_atomic = True
-
-    def _set_aside_incomplete_checkpoints(self):
-        """Move checkpoints lacking the completion marker out of the way."""
-        from speechbrain.utils.distributed import ddp_barrier
-
-        folder = str(self.checkpointer.checkpoints_dir)
-        if if_main_process() and os.path.isdir(folder):
-            for path in sorted(glob.glob(os.path.join(folder, "CKPT+*"))):
-                complete = os.path.isfile(os.path.join(path, COMPLETE_MARKER))
-                if complete and os.path.isfile(os.path.join(path, "CKPT.yaml")):
-                    continue
-                dest = os.path.join(folder, "incomplete-" + os.path.basename(path))
-                os.replace(path, dest)
-                logger.warning("incomplete checkpoint %s moved to %s", path, dest)
-        ddp_barrier()
-
     # ------------------------------------------------------------------ stages
     def on_fit_start(self):
-        """Per-rank RNG, then SpeechBrain's start (compile, DDP, optimisers, recovery).
+        """Per-rank RNG, then the start (compile, DDP, optimisers, recovery).
 
         On-device random choices must differ across DDP ranks (``seed_everything``
-        seeds every rank alike). A corrupt or incompatible checkpoint is a clear
-        error naming the checkpoint, never a silent re-initialisation.
+        seeds every rank alike).
         """
         seed = int(getattr(self.hparams, "seed", 0))
         torch.manual_seed(seed + 1000 * rank())
-        if self.checkpointer is not None:
-            self._set_aside_incomplete_checkpoints()
-        try:
-            super().on_fit_start()
-        except SSLSVError:
-            raise
-        except Exception as err:  # noqa: BLE001 -- re-raised unless recovering
-            ckpts = self.checkpointer.find_checkpoints() if self.checkpointer else []
-            if not ckpts:
-                raise
-            msg = " ".join(str(err).split())[:300]
-            raise SSLSVError(
-                f"cannot resume from {ckpts[0].path}: {type(err).__name__}: {msg}. "
-                "The checkpoint is corrupt or from another configuration; delete it "
-                "or use another --output_folder."
-            ) from err
+        super().on_fit_start()
 
     def on_stage_start(self, stage, epoch=None):
         """Publish the epoch to the data pipeline; reset epoch metrics."""
@@ -432,9 +325,10 @@ class SSLBrain(sb.Brain, abc.ABC):
         self._stage_start = time.time()
 
     def epoch_metrics(self):
-        """Mean of each recorded metric over the epoch (plain floats)."""
+        """Mean of each recorded metric over the epoch (plain floats; the only place
+        recorded tensors are read back to the host)."""
         return {
-            k: self._metric_sums[k] / max(1, self._metric_count_per[k])
+            k: float(self._metric_sums[k]) / max(1, self._metric_count_per[k])
             for k in self._metric_sums
         }
 
@@ -514,16 +408,10 @@ class SSLBrain(sb.Brain, abc.ABC):
             self.hparams.epoch_counter.current = self.hparams.epoch_counter.limit
             meta["early_stopped"] = True
         if self.checkpointer is not None:
-            # Reset the running counters *before* saving (speechbrain_integration §7.3).
-            self.step = 0
-            self.avg_train_loss = 0.0
             keep = int(getattr(self.hparams, "keep_checkpoints", 1))
             if "valid_eer" in meta:  # best by validation EER + the most recent ones
-                self.checkpointer.save_and_keep_only(
-                    meta=meta,
-                    num_to_keep=keep,
-                    min_keys=["valid_eer"],
-                    keep_recent=True,
+                self.save_epoch_checkpoint(
+                    meta, keep, min_keys=["valid_eer"], keep_recent=True
                 )
             else:
-                self.checkpointer.save_and_keep_only(meta=meta, num_to_keep=keep)
+                self.save_epoch_checkpoint(meta, keep)

@@ -11,13 +11,10 @@ m-0.996-sched``: projector 2048-2048-512, predictor 512-4096-512 (the name says 
 sslsv's code gives 512) (``hparams/byol_ecapa.yaml``).
 """
 
-import speechbrain as sb
 import torch
 
-from sslsv_sb.brains.barlow_twins import embed_views
-from sslsv_sb.brains.dino import sync_teacher_batchnorm
 from sslsv_sb.brains.momentum import MomentumBrain
-from sslsv_sb.training import effective_rank
+from sslsv_sb.brains.siamese import embed_views, record_embedding_rank
 
 
 class BYOLBrain(MomentumBrain):
@@ -34,7 +31,7 @@ class BYOLBrain(MomentumBrain):
 
     Both networks see the same augmented crops; each view is a separate encoder pass.
     Under DDP the target's BatchNorm is synchronised too
-    (:func:`~sslsv_sb.brains.dino.sync_teacher_batchnorm`).
+    (:meth:`~sslsv_sb.brains.momentum.MomentumBrain.sync_teacher_batchnorm`).
 
     Example
     -------
@@ -51,11 +48,6 @@ class BYOLBrain(MomentumBrain):
             self.modules.teacher_model,
         )
 
-    def _wrap_distributed(self):
-        """DDP-wrap the online network (base), then sync the target's BatchNorm."""
-        super()._wrap_distributed()
-        sync_teacher_batchnorm(self)
-
     def compute_forward(self, batch, stage):
         """Online predictions and target projections of both views.
 
@@ -71,12 +63,9 @@ class BYOLBrain(MomentumBrain):
         tuple of torch.Tensor
             ``(p1, p2, z1, z2)``, each ``(B, D')``; ``z`` without gradient.
         """
-        views = self.get_views(batch)  # (B, 2, L)
-        if views.shape[1] != 2:
-            raise ValueError(f"BYOL needs 2 views per sample, got {views.shape[1]}")
+        views = self.get_views(batch, n_views=2)  # (B, 2, L)
         x, ys = embed_views(self, views, stage)  # 2 x (B, D)
-        if stage == sb.Stage.TRAIN:
-            self.record(emb_erank=effective_rank(ys[0]))  # dimensional-collapse monitor
+        record_embedding_rank(self, ys[0], stage)  # dimensional-collapse monitor
         p1, p2 = (self.modules.predictor(self.modules.projector(y)) for y in ys)
         with torch.no_grad():
             _, ts = embed_views(
@@ -86,8 +75,5 @@ class BYOLBrain(MomentumBrain):
         return p1, p2, z1, z2
 
     def compute_objectives(self, predictions, batch, stage):
-        """Symmetric BYOL regression loss."""
-        loss = self.modules.loss(*predictions)
-        if stage == sb.Stage.TRAIN:
-            self.record(**self.modules.loss.last_metrics)
-        return loss
+        """Symmetric BYOL regression loss of ``(p1, p2, z1, z2)``."""
+        return self.modules.loss(*predictions)

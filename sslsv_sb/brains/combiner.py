@@ -10,9 +10,7 @@ loss and metrics are logged per epoch (``Y_loss``, ``Z_loss``,
 ``Y/infonce/accuracy``, ...).
 """
 
-import speechbrain as sb
-
-from sslsv_sb.brains.barlow_twins import SiameseBrain, embed_views
+from sslsv_sb.brains.siamese import SiameseBrain, embed_views
 
 
 class CombinerBrain(SiameseBrain):
@@ -22,7 +20,7 @@ class CombinerBrain(SiameseBrain):
     on ``projector``), ``augment`` (optional) and ``loss``
     (:class:`~sslsv_sb.losses.combiner.CombinerLoss`, called as
     ``loss(y1, y2, z1, z2)``). Each view goes through the encoder in its own pass
-    (:func:`~sslsv_sb.brains.barlow_twins.embed_views`). No SSPS (as sslsv).
+    (:func:`~sslsv_sb.brains.siamese.embed_views`). No SSPS (as sslsv).
 
     Example
     -------
@@ -41,9 +39,7 @@ class CombinerBrain(SiameseBrain):
     def compute_forward(self, batch, stage):
         """``(y1, y2, z1, z2)``: encoder ``(B, D)`` and projector ``(B, D')``
         outputs of both views (``z`` is None without a projector)."""
-        views = self.get_views(batch)  # (B, 2, L)
-        if views.shape[1] != 2:
-            raise ValueError(f"Combiner needs 2 views per sample, got {views.shape[1]}")
+        views = self.get_views(batch, n_views=2)  # (B, 2, L)
         _, (y1, y2) = embed_views(self, views, stage)
         if "projector" not in self.modules:
             return y1, y2, None, None
@@ -51,10 +47,7 @@ class CombinerBrain(SiameseBrain):
 
     def compute_objectives(self, predictions, batch, stage):
         """Weighted sum of the terms; records every term's detached metrics."""
-        out = self.modules.loss(*predictions)
-        if stage == sb.Stage.TRAIN:
-            self.record(**{k: float(v) for k, v in out.items() if k != "loss"})
-        return out["loss"]
+        return self.loss_and_record(self.modules.loss(*predictions), stage)
 
 
 __all__ = ["CombinerBrain"]

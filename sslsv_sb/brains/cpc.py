@@ -4,7 +4,7 @@ arXiv 1807.03748).
 A frame-level encoder (Fast ResNet-34 with ``pooling: none``, sslsv's
 ``resnet34 pooling: false``) produces ``(B, C, T')`` frames; a GRU/LSTM aggregator
 summarises them and ``k`` linear predictors predict future frames
-(:class:`~sslsv_sb.losses.cpc.CPCHead`); InfoNCE over the gathered batch is the loss
+(:class:`~sslsv_sb.models.heads.CPCHead`); InfoNCE over the gathered batch is the loss
 (:class:`~sslsv_sb.losses.cpc.CPCLoss`). The utterance embedding is the
 aggregator's final hidden state (concatenated directions when bidirectional).
 
@@ -33,12 +33,12 @@ class CPCEncoder(nn.Module):
     ---------
     encoder : torch.nn.Module
         ``(B, T, F), lengths -> (B, C, T')`` frame-level encoder.
-    head : sslsv_sb.losses.cpc.CPCHead
+    head : sslsv_sb.models.heads.CPCHead
         Aggregator and predictors.
 
     Example
     -------
-    >>> from sslsv_sb.losses.cpc import CPCHead
+    >>> from sslsv_sb.models.heads import CPCHead
     >>> class Frames(nn.Module):
     ...     def forward(self, x, lengths=None):
     ...         return x.transpose(1, 2)
@@ -124,8 +124,8 @@ class CPCBrain(SSLBrain):
         """Mean CPC InfoNCE over the prediction pairs; records the accuracy."""
         outs = [self.modules.loss(p, t) for p, t in predictions]
         loss = sum(o["loss"] for o in outs) / len(outs)
-        if stage == sb.Stage.TRAIN:
-            acc = sum(float(o["accuracy"]) for o in outs) / len(outs)
+        if stage == sb.Stage.TRAIN:  # float64 mean, read back once per epoch
+            acc = sum(o["accuracy"].detach().double() for o in outs) / len(outs)
             self.record(accuracy=acc)
         return loss
 

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from speechbrain.dataio.batch import PaddedBatch
 from torch.utils.data import DataLoader, Subset
 
-from sslsv_sb.brains.barlow_twins import embed_views
-from sslsv_sb.brains.base import SSLBrain, unwrap
-from sslsv_sb.distributed import rank, world_size
+from sslsv_sb.brains.base import SSLBrain
+from sslsv_sb.brains.siamese import embed_views
+from sslsv_sb.distributed import rank, unwrap, world_size
 from sslsv_sb.losses.deepcluster import DeepClusterMemory
 
 
@@ -213,5 +213,5 @@ class DeepClusterBrain(SSLBrain):
         loss = self.modules.loss(scores, targets)
         if stage == sb.Stage.TRAIN:
             self.modules.memory.update(index, z.detach().float())
-            self.record(labelled=float((targets >= 0).float().mean()))
+            self.record(labelled=(targets >= 0).float().mean())
         return loss

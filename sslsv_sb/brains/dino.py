@@ -27,13 +27,11 @@ _G-2x4_L-4x2_t-0.04``: 80 mel, head 2048-2048-256 -> 65536, tau_s 0.1, tau_t 0.0
 2.82 % EER / 0.3463 minDCF on VoxCeleb1-O (``hparams/dino_ecapa.yaml``).
 """
 
-import speechbrain as sb
 import torch
 
-from sslsv_sb.brains.barlow_twins import epoch0
-from sslsv_sb.brains.base import unwrap
 from sslsv_sb.brains.momentum import MomentumBrain
 from sslsv_sb.brains.ssps import SSPSMixin
+from sslsv_sb.distributed import unwrap
 from sslsv_sb.schedules import cosine_warmup_lr
 
 
@@ -81,34 +79,6 @@ def clip_gradients_per_parameter(parameters, max_norm, eps=1e-6):
     return norms
 
 
-def sync_teacher_batchnorm(brain):
-    """Synchronised BatchNorm in the EMA teachers under DDP (as in the DINO code).
-
-    The base Brain converts BatchNorm to synchronised BatchNorm only in the modules it
-    DDP-wraps (the trainable ones). A frozen teacher is never wrapped, so without this
-    its training-mode BatchNorm would normalise with per-rank statistics, unlike one
-    process on the global batch (DINO converts the teacher too; sslsv converts the
-    whole model). Conversion is in place below the top-level module, so the
-    checkpointer's objects and the state-dict keys are unchanged. Off with
-    ``sync_batchnorm: False`` or without DDP.
-    """
-    if not brain.distributed_launch or not getattr(
-        brain.hparams, "sync_batchnorm", True
-    ):
-        return
-    for _, t_key in getattr(brain.hparams, "momentum_pairs", []):
-        teacher = brain.modules[t_key]
-        if brain.device_type == "cuda":
-            converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(teacher)
-        else:
-            from sslsv_sb.distributed import convert_sync_batchnorm_cpu
-
-            converted = convert_sync_batchnorm_cpu(teacher)
-        if converted is not teacher:
-            raise ValueError(f"teacher module {t_key} must not be a bare BatchNorm")
-        converted.requires_grad_(False)
-
-
 class DINOBrain(SSPSMixin, MomentumBrain):
     """DINO (arXiv 2104.14294) with multi-crop, EMA teacher and teacher inference.
 
@@ -140,7 +110,8 @@ class DINOBrain(SSPSMixin, MomentumBrain):
 
     DDP: the centre update all-reduces inside the loss, which every rank calls once
     per step; the teacher is never wrapped (it has no trainable parameter) but its
-    BatchNorm is synchronised (:func:`sync_teacher_batchnorm`).
+    BatchNorm is synchronised
+    (:meth:`~sslsv_sb.brains.momentum.MomentumBrain.sync_teacher_batchnorm`).
 
     Example
     -------
@@ -165,11 +136,6 @@ class DINOBrain(SSPSMixin, MomentumBrain):
             unwrap(self.modules.mean_var_norm),
             unwrap(self.modules.teacher_model),
         )
-
-    def _wrap_distributed(self):
-        """DDP-wrap the student (base), then synchronise the teachers' BatchNorm."""
-        super()._wrap_distributed()
-        sync_teacher_batchnorm(self)
 
     # ------------------------------------------------------------------ forward
     def crops(self, batch):
@@ -219,11 +185,9 @@ class DINOBrain(SSPSMixin, MomentumBrain):
             own = teacher.reshape(g, -1, teacher.shape[1]).transpose(0, 1)
             new = self.ssps_replace(batch, own, stage)
             teacher = new.transpose(0, 1).reshape(-1, teacher.shape[1])
-        loss = self.modules.loss(student, teacher, epoch=epoch0(self))
+        loss = self.modules.loss(student, teacher, epoch=self.epoch0())
         if self.ssps is not None:
             self.ssps_update(own)
-        if stage == sb.Stage.TRAIN:
-            self.record(**self.modules.loss.last_metrics)
         return loss
 
     # ------------------------------------------------------------------ optimisation
@@ -275,8 +239,8 @@ class DINOBrain(SSPSMixin, MomentumBrain):
                 for p in g["params"]
             ]
             clip_gradients_per_parameter(params, float(clip))
-        if epoch0(self) < int(getattr(self.hparams, "freeze_last_layer", 0)):
+        if self.epoch0() < int(getattr(self.hparams, "freeze_last_layer", 0)):
             unwrap(self.modules.head).cancel_last_layer_gradients()
 
 
-__all__ = ["DINOBrain", "clip_gradients_per_parameter", "sync_teacher_batchnorm"]
+__all__ = ["DINOBrain", "clip_gradients_per_parameter"]

@@ -10,9 +10,7 @@ projector 2048-2048-512, NCE; 16.13 % EER / 0.9015 on VoxCeleb1-O
 (``hparams/lim_resnet34.yaml``).
 """
 
-import speechbrain as sb
-
-from sslsv_sb.brains.barlow_twins import SiameseBrain
+from sslsv_sb.brains.siamese import SiameseBrain
 
 
 class LIMBrain(SiameseBrain):
@@ -38,10 +36,7 @@ class LIMBrain(SiameseBrain):
     def compute_objectives(self, predictions, batch, stage):
         """LIM loss of the two views' embeddings ``(B, D')``."""
         z1, z2 = predictions
-        out = self.modules.loss(z1, z2)
-        if stage == sb.Stage.TRAIN:
-            self.record(**{k: float(v) for k, v in out.items() if k != "loss"})
-        return out["loss"]
+        return self.loss_and_record(self.modules.loss(z1, z2), stage)
 
 
 __all__ = ["LIMBrain"]

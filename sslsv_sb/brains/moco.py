@@ -15,11 +15,11 @@ margins of arXiv 2404.14913 on the positive logit.
 import speechbrain as sb
 import torch
 
+from sslsv_sb.brains.margins import MarginScheduleMixin
 from sslsv_sb.brains.momentum import MomentumBrain
-from sslsv_sb.brains.simclr_margins import MarginScheduleMixin, record_loss_metrics
 from sslsv_sb.brains.ssps import SSPSMixin
+from sslsv_sb.distributed import batch_shuffle, batch_unshuffle
 from sslsv_sb.errors import SSLSVError
-from sslsv_sb.losses.moco import batch_shuffle, batch_unshuffle
 
 
 class MoCoBrain(SSPSMixin, MomentumBrain):
@@ -47,10 +47,11 @@ class MoCoBrain(SSPSMixin, MomentumBrain):
     through the key encoder in eval mode (:class:`~sslsv_sb.brains.ssps.SSPSMixin`).
 
     **Shuffle-BN.** The keys are computed on a batch shuffled across ranks with
-    :func:`~sslsv_sb.losses.moco.batch_shuffle` and un-shuffled afterwards. With
+    :func:`~sslsv_sb.distributed.batch_shuffle` and un-shuffled afterwards. With
     per-device BatchNorm (DDP with ``sync_batchnorm: False``, sslsv's
-    ``ddp_sync_batchnorm: false``; the key encoder is never DDP-wrapped, so its BN is
-    always per-rank) a query and its key would otherwise be normalised with
+    ``ddp_sync_batchnorm: false``; the key encoder is never DDP-wrapped and its BN is
+    never synchronised, ``sync_teacher_bn = False``, so it is always per-rank) a
+    query and its key would otherwise be normalised with
     statistics of the same sub-batch, and the network can find the positive through
     this leak instead of learning speaker information (arXiv 1911.05722, §3.3).
     Shuffling gives the key encoder's BN a different random subset of the global
@@ -64,8 +65,7 @@ class MoCoBrain(SSPSMixin, MomentumBrain):
     statistics come from a random subset other than its query's. The recipes set
     S = 4 (per process, also under DDP).
     Both views are encoded in one key-encoder pass of ``2B`` rows (as the query
-    encoder does), shuffled together. (SpeechBrain's CUDA DDP path always converts
-    the query encoder to SyncBatchNorm; ``sync_batchnorm: False`` acts on CPU/gloo.)
+    encoder does), shuffled together.
 
     **Inference** uses the query encoder ``embedding_model`` (as sslsv), which is
     also what the checkpoint's ``embedding_model.ckpt`` holds.
@@ -76,6 +76,7 @@ class MoCoBrain(SSPSMixin, MomentumBrain):
     """
 
     method_name = "moco"
+    sync_teacher_bn = False  # shuffle-BN: per-rank key-encoder statistics
 
     def query_head(self, y):
         """Query projector (identity without a ``projector`` module)."""
@@ -126,9 +127,7 @@ class MoCoBrain(SSPSMixin, MomentumBrain):
             ``(q1, q2, k1, k2)``, each ``(B, D')``; queries un-normalised (MagFace /
             AdaFace margins use their norms), keys without gradient.
         """
-        views = self.get_views(batch)  # (B, 2, L)
-        if views.shape[1] != 2:
-            raise ValueError(f"MoCo needs 2 views per sample, got {views.shape[1]}")
+        views = self.get_views(batch, n_views=2)  # (B, 2, L)
         x = self.augment(self.view_major(views), stage)  # (2B, L)
         splits = self.bn_splits(x.shape[0]) if stage == sb.Stage.TRAIN else 1
         # one encoder pass per virtual device: BN statistics per chunk
@@ -165,7 +164,7 @@ class MoCoBrain(SSPSMixin, MomentumBrain):
         batch : PaddedBatch
             ``batch.label`` ``(B,)`` is used with ``prevent_class_collisions``.
         stage : sb.Stage
-            Metrics are recorded in TRAIN.
+            SSPS samples in TRAIN only.
 
         Returns
         -------
@@ -178,8 +177,6 @@ class MoCoBrain(SSPSMixin, MomentumBrain):
         k1, k2 = keys[:, 0], keys[:, 1]
         loss = self.modules.loss(q1, q2, k1, k2, labels=self.batch_labels(batch))
         self.ssps_update(own)
-        if stage == sb.Stage.TRAIN:
-            record_loss_metrics(self, self.modules.loss)
         return loss
 
 
@@ -192,7 +189,7 @@ class MoCoMarginsBrain(MarginScheduleMixin, MoCoBrain):
     queries reach the loss un-normalised, so MagFace / AdaFace see the real norms
     (sslsv normalises them first, which makes both margins degenerate).
     ``margin_scheduler: True`` ramps the margin per epoch
-    (:class:`~sslsv_sb.brains.simclr_margins.MarginScheduleMixin`).
+    (:class:`~sslsv_sb.brains.margins.MarginScheduleMixin`).
     """
 
     method_name = "moco_margins"

@@ -8,10 +8,8 @@ target uniform over the 2) and whose negatives are the global crops of every oth
 utterance of the global batch (``2 (N W - 1)``).
 """
 
-import speechbrain as sb
-
 from sslsv_sb.brains.base import SSLBrain
-from sslsv_sb.brains.simclr_margins import MarginScheduleMixin, record_loss_metrics
+from sslsv_sb.brains.margins import MarginScheduleMixin
 
 
 class SimCLRMultiViewsBrain(MarginScheduleMixin, SSLBrain):
@@ -19,7 +17,8 @@ class SimCLRMultiViewsBrain(MarginScheduleMixin, SSLBrain):
 
     hparams: ``view_groups: {views: [2, global_len], local_views: [V_l, local_len]}``
     (the sampler reads crops of exactly these lengths, so e.g. 2 x 4 s global and
-    4 x 2 s local crops need no padding or cutting), ``margin_scheduler``.
+    4 x 2 s local crops need no padding or cutting), ``margin_scheduler``
+    (:class:`~sslsv_sb.brains.margins.MarginScheduleMixin`).
 
     ``modules``: the encoder modules, optional ``projector``, ``loss``
     (:class:`~sslsv_sb.losses.margins.MarginNTXentLoss`, called as
@@ -60,12 +59,8 @@ class SimCLRMultiViewsBrain(MarginScheduleMixin, SSLBrain):
         tuple of torch.Tensor
             ``(z_local (B, V_l, D'), z_global (B, 2, D'))``, un-normalised.
         """
-        global_views = self.get_views(batch, "views")  # (B, 2, L_g)
+        global_views = self.get_views(batch, "views", n_views=2)  # (B, 2, L_g)
         local_views = self.get_views(batch, "local_views")  # (B, V_l, L_l)
-        if global_views.shape[1] != 2:
-            raise ValueError(
-                f"SimCLR multi-views needs 2 global views, got {global_views.shape[1]}"
-            )
         z_global = self._encode_group(global_views, stage)
         z_local = self._encode_group(local_views, stage)
         return z_local, z_global
@@ -80,7 +75,7 @@ class SimCLRMultiViewsBrain(MarginScheduleMixin, SSLBrain):
         batch : PaddedBatch
             Unused.
         stage : sb.Stage
-            Metrics are recorded in TRAIN.
+            Unused (the loss's metrics are recorded by the base Brain).
 
         Returns
         -------
@@ -88,7 +83,4 @@ class SimCLRMultiViewsBrain(MarginScheduleMixin, SSLBrain):
             Scalar loss.
         """
         z_local, z_global = predictions
-        loss = self.modules.loss(z_local, z_global)
-        if stage == sb.Stage.TRAIN:
-            record_loss_metrics(self, self.modules.loss)
-        return loss
+        return self.modules.loss(z_local, z_global)

@@ -15,11 +15,8 @@ sslsv's speaker headline ``simsiam_proj-2048-BN-R-2048-BN-R-512-BN_pred-512-BN-R
 projector 2048-2048-512 (+BN), predictor 512-512-512 (``hparams/simsiam_ecapa.yaml``).
 """
 
-import speechbrain as sb
-
-from sslsv_sb.brains.barlow_twins import embed_views
 from sslsv_sb.brains.base import SSLBrain
-from sslsv_sb.training import effective_rank
+from sslsv_sb.brains.siamese import embed_views, record_embedding_rank
 
 
 def restore_fixed_lr(optimizer):
@@ -100,19 +97,14 @@ class SimSiamBrain(SSLBrain):
         tuple of torch.Tensor
             ``(p1, p2, z1, z2)``, each ``(B, D')`` (the loss detaches ``z``).
         """
-        views = self.get_views(batch)  # (B, 2, L)
-        if views.shape[1] != 2:
-            raise ValueError(f"SimSiam needs 2 views per sample, got {views.shape[1]}")
+        views = self.get_views(batch, n_views=2)  # (B, 2, L)
         _, (y1, y2) = embed_views(self, views, stage)
-        if stage == sb.Stage.TRAIN:
-            self.record(emb_erank=effective_rank(y1))  # dimensional-collapse monitor
+        record_embedding_rank(self, y1, stage)  # dimensional-collapse monitor
         z1, z2 = self.modules.projector(y1), self.modules.projector(y2)  # (B, D')
         p1, p2 = self.modules.predictor(z1), self.modules.predictor(z2)
         return p1, p2, z1, z2
 
     def compute_objectives(self, predictions, batch, stage):
-        """Symmetric negative-cosine loss; logs ``z_std`` (collapse monitor)."""
-        loss = self.modules.loss(*predictions)
-        if stage == sb.Stage.TRAIN:
-            self.record(**self.modules.loss.last_metrics)
-        return loss
+        """Symmetric negative-cosine loss; its ``z_std`` (collapse monitor) is
+        logged."""
+        return self.modules.loss(*predictions)

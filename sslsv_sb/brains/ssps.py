@@ -39,7 +39,7 @@ import speechbrain as sb
 import torch
 import torch.nn.functional as F
 
-from sslsv_sb.brains.base import unwrap
+from sslsv_sb.distributed import unwrap
 from sslsv_sb.errors import SSLSVError
 
 logger = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ class SSPSMixin:
         self._ssps_pending = (indices, ref)
         targets = ssps.sample(indices, ref)  # (B,)
         if ssps.metrics:
-            self.record(**{k: float(v) for k, v in ssps.metrics.items()})
+            self.record(**ssps.metrics)
         return ssps.apply(positives, targets)
 
     def ssps_update(self, positives):

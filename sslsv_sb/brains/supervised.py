@@ -15,11 +15,10 @@ label-efficient evaluation divides the LR by 10).
 
 import logging
 
-import speechbrain as sb
 import torch
 
-from sslsv_sb.brains.base import SSLBrain, unwrap
-from sslsv_sb.brains.simclr_margins import record_loss_metrics
+from sslsv_sb.brains.base import SSLBrain
+from sslsv_sb.distributed import unwrap
 from sslsv_sb.errors import SSLSVError
 
 logger = logging.getLogger(__name__)
@@ -183,11 +182,7 @@ class SupervisedBrain(SSLBrain):
         torch.Tensor
             ``(B, D)`` embeddings.
         """
-        views = self.get_views(batch)  # (B, 1, L)
-        if views.shape[1] != 1:
-            raise ValueError(
-                f"the supervised baseline uses 1 crop per sample, got {views.shape[1]}"
-            )
+        views = self.get_views(batch, n_views=1)  # (B, 1, L)
         x = self.augment(views[:, 0], stage)  # (B, L)
         if self.frozen():
             with torch.no_grad():
@@ -204,7 +199,7 @@ class SupervisedBrain(SSLBrain):
         batch : PaddedBatch
             ``batch.label`` ``(B,)`` integer class ids.
         stage : sb.Stage
-            Metrics are recorded in TRAIN.
+            Unused (the loss's accuracy is recorded by the base Brain).
 
         Returns
         -------
@@ -216,7 +211,4 @@ class SupervisedBrain(SSLBrain):
                 "the supervised baseline needs labels: set label_key (e.g. Speaker)"
             )
         labels = batch.label.to(self.device).long()
-        loss = self.modules.loss(predictions, labels)
-        if stage == sb.Stage.TRAIN:
-            record_loss_metrics(self, self.modules.loss)
-        return loss
+        return self.modules.loss(predictions, labels)

@@ -18,9 +18,10 @@ import speechbrain as sb
 import torch
 import torch.nn.functional as F
 
-from sslsv_sb.brains.barlow_twins import embed_views, epoch0
-from sslsv_sb.brains.base import SSLBrain, unwrap
+from sslsv_sb.brains.base import SSLBrain
+from sslsv_sb.brains.siamese import embed_views
 from sslsv_sb.brains.ssps import SSPSMixin
+from sslsv_sb.distributed import unwrap
 
 
 class SwAVBrain(SSPSMixin, SSLBrain):
@@ -70,17 +71,16 @@ class SwAVBrain(SSPSMixin, SSLBrain):
         """Swapped-prediction loss (the queue starts at ``queue_start_epoch``)."""
         z, scores = predictions
         prototypes = unwrap(self.modules.prototypes).normalized_weight()  # (K, D)
-        loss = self.modules.loss(z, scores, prototypes, epoch=epoch0(self))
+        loss = self.modules.loss(z, scores, prototypes, epoch=self.epoch0())
         if self.ssps is not None:
             self.ssps_update(self._ssps_own)
         if stage == sb.Stage.TRAIN:
-            self.record(**self.modules.loss.last_metrics)
-            self.record(queue_filled=float(self.modules.loss.queue_filled))
+            self.record(queue_filled=self.modules.loss.queue_filled)
         return loss
 
     def on_before_optimizer_step(self):
         """Drop the prototypes' gradients in the first epoch(s), before the step."""
         super().on_before_optimizer_step()
         freeze = int(getattr(self.hparams, "freeze_prototypes_epochs", 1))
-        if epoch0(self) < freeze:
+        if self.epoch0() < freeze:
             unwrap(self.modules.prototypes).cancel_gradients()

@@ -6,7 +6,7 @@ projector (:class:`~sslsv_sb.models.heads.VIbCRegProjectionHead`). sslsv: weight
 1 / 1 / 8, IterNorm 64 groups, T = 5 (``hparams/vibcreg_ecapa.yaml``).
 """
 
-from sslsv_sb.brains.barlow_twins import SiameseBrain
+from sslsv_sb.brains.siamese import SiameseBrain
 
 
 class VIbCRegBrain(SiameseBrain):

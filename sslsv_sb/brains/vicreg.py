@@ -7,7 +7,7 @@ sslsv's speaker headline ``vicreg_enc-ECAPATDNN-1024_proj-2048-BN-R-2048-BN-R-51
 (``hparams/vicreg_ecapa.yaml``).
 """
 
-from sslsv_sb.brains.barlow_twins import SiameseBrain
+from sslsv_sb.brains.siamese import SiameseBrain
 
 
 class VICRegBrain(SiameseBrain):

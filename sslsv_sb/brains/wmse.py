@@ -7,7 +7,7 @@ every step, which this Brain does). sslsv: whitening size 128, 1 iteration, eps 
 (``hparams/wmse_ecapa.yaml``).
 """
 
-from sslsv_sb.brains.barlow_twins import SiameseBrain
+from sslsv_sb.brains.siamese import SiameseBrain
 
 
 class WMSEBrain(SiameseBrain):

@@ -4,85 +4,17 @@ MoCo (arXiv 1911.05722) / MoCo v2 (arXiv 2003.04297): InfoNCE between a query ``
 its momentum-encoder key ``k`` (positive) and a FIFO queue of past keys (negatives),
 temperature 0.2, queue 65536. The "v2+" variant used by sslsv is symmetric over two
 views (as in MoCo v3, arXiv 2104.02057) with one queue per view. Margins on the
-positive logit follow arXiv 2404.14913 (``sslsv_sb.losses.margins``).
-
-Also provides ``batch_shuffle`` / ``batch_unshuffle`` for shuffle-BN.
+positive logit follow arXiv 2404.14913 (``sslsv_sb.losses.margins``). Shuffle-BN
+for the key encoder is :func:`sslsv_sb.distributed.batch_shuffle`.
 """
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from speechbrain.utils.autocast import fwd_default_precision
 from torch import nn
 
 from sslsv_sb import distributed as dist_utils
 from sslsv_sb.losses.margins import build_margin
-
-
-def batch_shuffle(x):
-    """Shuffle a batch across ranks before the key (momentum) encoder: shuffle-BN.
-
-    BatchNorm statistics are computed over the batch, so a query and its key computed
-    from the same sub-batch can "communicate" through the statistics and the model
-    can find the positive from this leak instead of learning a good representation
-    (MoCo, arXiv 1911.05722, section 3.3). Shuffling the samples fed to the key
-    encoder makes the key's BN statistics come from a different subset than the
-    query's. Under DDP the global batch is gathered, permuted with a permutation
-    broadcast from rank 0 and each rank keeps its slice; in a single process the
-    permutation is local (this only matters when the BN spans several devices or
-    sub-batches, but keeps the code path identical).
-
-    Arguments
-    ---------
-    x : torch.Tensor
-        ``(N, ...)`` local batch (the same ``N`` on every rank).
-
-    Returns
-    -------
-    tuple of torch.Tensor
-        ``(x_shuffled (N, ...), idx_unshuffle (N * world_size,))``; pass the index to
-        ``batch_unshuffle``.
-
-    Example
-    -------
-    >>> x = torch.arange(6.0).view(6, 1)
-    >>> xs, idx = batch_shuffle(x)
-    >>> torch.equal(batch_unshuffle(xs, idx), x)
-    True
-    """
-    if not dist_utils.is_distributed():
-        perm = torch.randperm(x.shape[0], device=x.device)
-        return x[perm], torch.argsort(perm)
-    n = x.shape[0]
-    x_all = dist_utils.gather(x, grad=False)  # (W*N, ...)
-    perm = torch.randperm(x_all.shape[0], device=x.device)
-    dist.broadcast(perm, src=0)
-    idx_unshuffle = torch.argsort(perm)
-    r = dist_utils.rank()
-    return x_all[perm[r * n : (r + 1) * n]], idx_unshuffle
-
-
-def batch_unshuffle(x, idx_unshuffle):
-    """Undo ``batch_shuffle`` on the encoder outputs.
-
-    Arguments
-    ---------
-    x : torch.Tensor
-        ``(N, ...)`` outputs of the shuffled local batch.
-    idx_unshuffle : torch.Tensor
-        ``(N * world_size,)`` from ``batch_shuffle``.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(N, ...)`` outputs in the original local order.
-    """
-    if not dist_utils.is_distributed():
-        return x[idx_unshuffle]
-    n = x.shape[0]
-    x_all = dist_utils.gather(x, grad=False)  # (W*N, ...)
-    r = dist_utils.rank()
-    return x_all[idx_unshuffle[r * n : (r + 1) * n]]
 
 
 class MoCoLoss(nn.Module):
@@ -235,11 +167,11 @@ class MoCoLoss(nn.Module):
             finite = torch.isfinite(logits)
             prob = torch.softmax(logits, dim=1)
             plogp = torch.where(prob > 0, prob * torch.log(prob), 0.0)
-            self.last_metrics = {
-                "loss": loss.detach().item(),
-                "accuracy": (logits.argmax(dim=1) == 0).float().mean().item(),
-                "entropy": (-plogp.sum(dim=1)).mean().item(),
-                "logits_std": logits[finite].std().item(),
+            self.last_metrics = {  # detached tensors: no host sync per step
+                "loss": loss.detach(),
+                "accuracy": (logits.argmax(dim=1) == 0).float().mean(),
+                "entropy": (-plogp.sum(dim=1)).mean(),
+                "logits_std": logits[finite].std(),
                 "margin": self.margin_fn.stats.get(
                     "magface_margin",
                     float(self.margin_fn.effective_margin(self.queue_size)),

@@ -15,11 +15,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from toys import Frames, NoNorm, TinyEncoder  # noqa: E402  (tests/brains/toys.py)
 
-from sslsv_sb.brains.base import unwrap
 from sslsv_sb.brains.moco import MoCoBrain, MoCoMarginsBrain
 from sslsv_sb.brains.simclr_margins import SimCLRMarginsBrain
 from sslsv_sb.brains.simclr_multiviews import SimCLRMultiViewsBrain
 from sslsv_sb.brains.supervised import SupervisedBrain
+from sslsv_sb.distributed import unwrap
 from sslsv_sb.errors import SSLSVError
 from sslsv_sb.losses.aam import AAMSoftmaxLoss
 from sslsv_sb.losses.margins import MarginNTXentLoss
@@ -356,7 +356,7 @@ def test_supervised_loads_encoder_checkpoint(tmp_path):
 
 def test_supervised_needs_one_crop():
     brain = start(supervised_brain(freeze=False))
-    with pytest.raises(ValueError, match="1 crop"):
+    with pytest.raises(SSLSVError, match="1 crop per sample in view_groups.views"):
         brain.compute_forward(make_batch(2, labels=[0, 1, 2, 0]), sb.Stage.TRAIN)
 
 

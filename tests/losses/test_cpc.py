@@ -1,11 +1,16 @@
-"""CPC head/loss: loop reference, target alignment, causality, two-crop mode."""
+"""CPC loss: loop reference, two-crop mode through the head, errors.
+
+The head alone (alignment, causality, lengths) is tested in tests/models/test_heads.py.
+"""
 
 import math
 
 import pytest
 import torch
 
-from sslsv_sb.losses.cpc import CPCHead, CPCLoss
+from sslsv_sb.losses import cpc as cpc_losses
+from sslsv_sb.losses.cpc import CPCLoss
+from sslsv_sb.models.heads import CPCHead
 
 
 def _loop(pred, tgt, tau=1.0):
@@ -31,28 +36,6 @@ def test_loss_matches_loop():
     assert out["loss"].item() == pytest.approx(_loop(pred, tgt, 0.3), rel=1e-5)
 
 
-@pytest.mark.parametrize("aggregator", ["gru", "lstm"])
-def test_same_mode_alignment_and_causality(aggregator):
-    torch.manual_seed(0)
-    head = CPCHead(6, aggregator=aggregator, hidden=5, n_predict=3)
-    x = torch.randn(2, 6, 9)
-    pred, tgt = head(x)
-    assert pred.shape == tgt.shape == (2, 6, 3, 6)  # T - k = 6 contexts
-    for t in range(6):
-        for j in range(1, 4):
-            assert torch.equal(tgt[:, t, j - 1], x[:, :, t + j])
-    # prediction from context t must not depend on frames after t
-    x2 = x.clone()
-    x2[:, :, 4:] += 10.0
-    pred2, _ = head(x2)
-    assert torch.allclose(pred[:, :4], pred2[:, :4])
-    assert not torch.allclose(pred[:, 4:], pred2[:, 4:])
-    # context="last" keeps only the last context position
-    head.context = "last"
-    pl, tl = head(x)
-    assert torch.allclose(pl[:, 0], pred[:, -1]) and torch.equal(tl[:, 0], tgt[:, -1])
-
-
 def test_two_crop_mode_and_bidirectional():
     torch.manual_seed(0)
     head = CPCHead(4, hidden=3, n_predict=2, mode="two_crop", bidirectional=True)
@@ -73,19 +56,13 @@ def test_two_crop_mode_and_bidirectional():
     assert head.predictors[1][0].weight.grad is not None
 
 
-def test_embed_respects_lengths():
-    torch.manual_seed(0)
-    head = CPCHead(4, hidden=3, n_predict=2, bidirectional=True)
-    x = torch.randn(2, 4, 10)
-    e = head.embed(x, torch.tensor([1.0, 0.6]))
-    assert torch.allclose(e[0], head.embed(x[:1])[0], atol=1e-6)
-    assert torch.allclose(e[1], head.embed(x[1:2, :, :6])[0], atol=1e-6)
-
-
 def test_errors():
     with pytest.raises(ValueError):
-        CPCHead(4, aggregator="rnn")
-    with pytest.raises(ValueError):
-        CPCHead(4, n_predict=4)(torch.randn(2, 4, 4))
-    with pytest.raises(ValueError):
         CPCLoss()(torch.randn(1, 1, 1, 3), torch.randn(1, 1, 1, 3))
+    with pytest.raises(ValueError):
+        CPCLoss(temperature=0.0)
+
+
+def test_head_still_importable_from_the_loss_module():
+    # recipes name it ``!new:sslsv_sb.losses.cpc.CPCHead``
+    assert cpc_losses.CPCHead is CPCHead

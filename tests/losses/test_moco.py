@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from sslsv_sb import distributed as dist_utils
-from sslsv_sb.losses.moco import MoCoLoss, batch_shuffle, batch_unshuffle
+from sslsv_sb.losses.moco import MoCoLoss
 
 
 def _unit(v):
@@ -163,13 +163,6 @@ def test_magface_gets_raw_query_norms():
     ) / 2
     assert loss.item() == pytest.approx(ref, rel=1e-5)
     assert fn.last_metrics["magface_margin"] > 0.011
-
-
-def test_batch_shuffle_roundtrip():
-    x = torch.arange(12.0).view(6, 2)
-    xs, idx = batch_shuffle(x)
-    assert sorted(xs[:, 0].tolist()) == x[:, 0].tolist()
-    assert torch.equal(batch_unshuffle(xs, idx), x)
 
 
 def test_simulated_ddp_enqueue(monkeypatch):

@@ -1,4 +1,4 @@
-"""Tests of sslsv_sb.models.heads (the non-contrastive / clustering heads)."""
+"""Tests of sslsv_sb.models.heads (non-contrastive, clustering and CPC heads)."""
 
 import pytest
 import torch
@@ -113,3 +113,49 @@ def test_base_heads_unchanged():
     assert head(torch.randn(3, 8)).shape == (3, 4)
     assert H.Identity(5).out_dim == 5
     assert len(H.mlp_blocks(4, [8, 8], 2, last_bn=True)) == 3
+
+
+# ------------------------------------------------------------------------ CPC
+@pytest.mark.parametrize("aggregator", ["gru", "lstm"])
+def test_same_mode_alignment_and_causality(aggregator):
+    torch.manual_seed(0)
+    head = H.CPCHead(6, aggregator=aggregator, hidden=5, n_predict=3)
+    x = torch.randn(2, 6, 9)
+    pred, tgt = head(x)
+    assert pred.shape == tgt.shape == (2, 6, 3, 6)  # T - k = 6 contexts
+    for t in range(6):
+        for j in range(1, 4):
+            assert torch.equal(tgt[:, t, j - 1], x[:, :, t + j])
+    # prediction from context t must not depend on frames after t
+    x2 = x.clone()
+    x2[:, :, 4:] += 10.0
+    pred2, _ = head(x2)
+    assert torch.allclose(pred[:, :4], pred2[:, :4])
+    assert not torch.allclose(pred[:, 4:], pred2[:, 4:])
+    # context="last" keeps only the last context position
+    head.context = "last"
+    pl, tl = head(x)
+    assert torch.allclose(pl[:, 0], pred[:, -1]) and torch.equal(tl[:, 0], tgt[:, -1])
+
+
+def test_embed_respects_lengths():
+    torch.manual_seed(0)
+    head = H.CPCHead(4, hidden=3, n_predict=2, bidirectional=True)
+    x = torch.randn(2, 4, 10)
+    e = head.embed(x, torch.tensor([1.0, 0.6]))
+    assert torch.allclose(e[0], head.embed(x[:1])[0], atol=1e-6)
+    assert torch.allclose(e[1], head.embed(x[1:2, :, :6])[0], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"aggregator": "rnn"}, {"mode": "both"}, {"context": "first"}]
+)
+def test_cpc_head_rejects_unknown_choices(kwargs):
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=f"CPCHead: {name} must be one of"):
+        H.CPCHead(4, **kwargs)
+
+
+def test_cpc_head_needs_more_frames_than_steps():
+    with pytest.raises(ValueError, match="more than n_predict"):
+        H.CPCHead(4, n_predict=4)(torch.randn(2, 4, 4))
