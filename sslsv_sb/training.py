@@ -101,7 +101,7 @@ class RNGState:
         *after* recovery on a mid-epoch resume (and before the saved state in the
         uninterrupted run), so applying it earlier would shift every later draw.
         """
-        state = torch.load(path)
+        state = torch.load(path, weights_only=True)
         if end_of_epoch:
             self._apply(state)
         else:

@@ -12,6 +12,7 @@
 - :func:`run_meta`: the plain-type description of a run in ``verification.json``.
 """
 
+import functools
 import json
 import logging
 import os
@@ -57,7 +58,9 @@ def select_final_model(brain, hparams):
         if name is None or len(ckpts) < 2:
             logger.warning("average_last_k=%d: nothing to average", k)
             return
-        model.load_state_dict(average_checkpoints(ckpts, name))
+        loader = functools.partial(torch.load, weights_only=True)
+        state = average_checkpoints(ckpts, name, parameter_loader=loader)
+        model.load_state_dict(state)
         logger.info("averaged %s over %d checkpoints", name, len(ckpts))
 
 

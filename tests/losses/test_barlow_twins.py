@@ -153,7 +153,10 @@ def test_two_processes_equal_one_process():
             join=True,
             start_method=method,
         )
-        outs = [torch.load(os.path.join(tmp, f"rank{r}.pt")) for r in range(2)]
+        outs = [
+            torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=True)
+            for r in range(2)
+        ]
     for r, out in enumerate(outs):
         # Global-batch losses: identical value on every rank.
         for key in ("barlow", "vicreg", "wmse"):

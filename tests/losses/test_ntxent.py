@@ -130,7 +130,7 @@ def test_gathered_loss_equals_single_process(tmp_path):
     b = z2.clone().requires_grad_(True)
     ref = NTXentLoss(0.1, gather_distributed=False)(a, b)
     ref.backward()
-    r0, r1 = (torch.load(tmp_path / f"r{r}.pt") for r in (0, 1))
+    r0, r1 = (torch.load(tmp_path / f"r{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["loss"].item() == pytest.approx(ref.item(), rel=1e-5)
     assert torch.allclose(torch.cat([r0["ga"], r1["ga"]]), a.grad, atol=1e-6)
     assert torch.allclose(torch.cat([r0["gb"], r1["gb"]]), b.grad, atol=1e-6)

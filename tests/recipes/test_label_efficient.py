@@ -90,7 +90,7 @@ def test_label_efficient_end_to_end(tiny_corpus, tmp_path):
     tuned = torch.load(os.path.join(ckpt, "embedding_model.ckpt"), weights_only=True)
     assert any(not torch.equal(v, tuned[k]) for k, v in ssl_state.items())
     # Fine-tuning: the encoder group runs at lr x 0.1 of the classifier group.
-    opt = torch.load(os.path.join(ckpt, "optimizer.ckpt"), weights_only=False)
+    opt = torch.load(os.path.join(ckpt, "optimizer.ckpt"), weights_only=True)
     lrs = {g["lr_factor"]: g["lr"] for g in opt["param_groups"]}
     assert lrs[0.1] == pytest.approx(0.1 * lrs[1.0])
 

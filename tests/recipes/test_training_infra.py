@@ -59,7 +59,7 @@ def epoch_losses(out):
 
 def final_weights(out):
     (ckpt,) = glob.glob(os.path.join(out, "save", "CKPT+*", "embedding_model.ckpt"))
-    return torch.load(ckpt)
+    return torch.load(ckpt, weights_only=True)
 
 
 @pytest.mark.slow
