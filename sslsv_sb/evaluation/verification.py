@@ -1,25 +1,28 @@
 """Score trial lists with every back-end and write the verification report.
 
 :func:`run_verification` is the one entry point used by ``train.py`` (after training)
-and ``evaluate.py``:
+and ``evaluate.py``; it runs named stages:
 
-1. every file of every trial list (plus the cohort, PLDA training and calibration
-   files when needed) is embedded **once** (``embeddings.extract_embeddings``: full
-   utterances or ``n_crops`` averaged crops, batched by length), through an
-   :class:`~sslsv_sb.evaluation.cache.EmbeddingCache` keyed by the model weights,
-   the file list and the extraction settings (a changed checkpoint is a miss);
-2. back-ends: ``cosine``; ``cosine_<norm>`` for the score normalisation
+1. :func:`embed_stage`: every file of every trial list (plus the cohort, PLDA
+   training and calibration files when needed) is embedded **once**
+   (``embeddings.extract_embeddings``: full utterances or ``n_crops`` averaged crops,
+   batched by length), through an :class:`~sslsv_sb.evaluation.cache.EmbeddingCache`
+   keyed by the model weights, the file list and the extraction settings (a changed
+   checkpoint is a miss);
+2. :func:`score_stage` (after :func:`fit_backends`), back-ends: ``cosine``;
+   ``whiten`` (cosine after centring and PCA whitening fitted on
+   ``whiten_max_files`` random *unlabelled* train files, for anisotropic
+   embeddings); ``plda`` (SpeechBrain PLDA trained on the labelled train list);
+3. :func:`normalise_stage`: ``cosine_<norm>`` for the score normalisation
    ``z-norm | t-norm | s-norm | as-norm`` (cohort: ``n_cohort`` random train files,
-   top-``cohort_top_k`` for AS-norm); ``whiten`` (cosine after centring and PCA
-   whitening fitted on ``whiten_max_files`` random *unlabelled* train files, for
-   anisotropic embeddings); ``plda`` (SpeechBrain PLDA trained on the labelled
-   train list);
-3. optional calibration: an affine LLR map per back-end is trained on a held-out
-   trial list (``calibration_list``) and applied to every list, adding ``actdcf_<p>``
-   and ``cllr``;
-4. outputs in ``out_dir``: ``verification.json``, ``verification.md``,
-   ``scores_<tag>.npz`` and PNG plots under ``plots/`` (DET trained vs untrained per
-   list, score histograms, t-SNE of the test embeddings coloured by speaker).
+   top-``cohort_top_k`` for AS-norm);
+4. :func:`calibrate_stage` (optional): an affine LLR map per back-end is trained on
+   a held-out trial list (``calibration_list``) and applied to every list by
+   :func:`metrics_stage`, adding ``actdcf_<p>`` and ``cllr``;
+5. :func:`write_stage`, outputs in ``out_dir``: ``verification.json``,
+   ``verification.md``, ``scores_<tag>.npz`` and PNG plots under ``plots/`` (DET
+   trained vs untrained per list, score histograms, t-SNE of the test embeddings
+   coloured by speaker).
 
 Schema of ``verification.json``::
 
@@ -42,6 +45,7 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field, fields
+from typing import NamedTuple
 
 import numpy as np
 
@@ -320,6 +324,444 @@ def _load_scores(path):
         return {k: z[k] for k in z.files}
 
 
+# --------------------------------------------------------------------------- stages
+class Embedded(NamedTuple):
+    """Output of :func:`embed_stage`.
+
+    Attributes
+    ----------
+    emb : dict
+        ``{set name: (n_files, D) float32 array}``: ``list_<name>``,
+        ``calibration_<name>``, ``cohort_*``, ``plda_*``, ``whiten_*``.
+    cache : EmbeddingCache
+        The cache used (its ``hits`` / ``misses`` are reported).
+    settings : dict
+        Extraction settings (part of the cache key).
+    plda_labels : pandas.Series or None
+        Speaker of each row of the ``plda_*`` set.
+    """
+
+    emb: dict
+    cache: EmbeddingCache
+    settings: dict
+    plda_labels: object
+
+
+def _resolve_config(config, tag, overrides):
+    """:class:`EvalConfig` of a run: ``config`` + ``overrides``, cut for ``tag``."""
+    if isinstance(config, EvalConfig):
+        cfg = EvalConfig(
+            **{
+                **asdict(config),
+                **{k: v for k, v in overrides.items() if v is not None},
+            }
+        )
+        cfg.validate()
+    else:
+        cfg = EvalConfig.from_hparams(config, **overrides)
+    if tag not in ("trained", "untrained"):
+        raise ValueError(f"tag must be 'trained' or 'untrained', got {tag!r}")
+    if tag == "untrained":
+        cfg.backends, cfg.score_norm, cfg.calibration_list = ["cosine"], None, None
+    if not cfg.trial_lists:
+        raise SSLSVError("trial_lists: no trial list to score")
+    return cfg
+
+
+def read_trial_lists(cfg, data_folder):
+    """Read the trial lists and the optional calibration list.
+
+    Arguments
+    ---------
+    cfg : EvalConfig
+    data_folder : str
+
+    Returns
+    -------
+    tuple
+        ``(trials, calib)``: list of :class:`~sslsv_sb.data.lists.Trials` (distinct
+        names) and the calibration ``Trials`` or None.
+    """
+    trials = []
+    for name in cfg.trial_lists:
+        path = _resolve_list(name, "trial_lists", data_folder)
+        trials.append(read_trials(path, data_folder))
+    names = [t.name for t in trials]
+    if len(set(names)) != len(names):
+        raise SSLSVError(f"trial_lists: two lists share a name: {names}")
+    calib = None
+    if cfg.calibration_list:
+        path = _resolve_list(cfg.calibration_list, "eval_calibration_list", data_folder)
+        calib = read_trials(path, data_folder)
+    return trials, calib
+
+
+def _train_sets(cfg, data_folder, rng):
+    """Random train-list subsets of the back-ends: cohort, PLDA, whitening.
+
+    One ``rng`` draw per set, in that order.
+
+    Returns
+    -------
+    tuple
+        ``({set name: paths}, PLDA speaker labels or None)``.
+    """
+    sets, plda_labels = {}, None
+    if not ("plda" in cfg.backends or "whiten" in cfg.backends or cfg.score_norm):
+        return sets, plda_labels
+    train_path = resolve(cfg.train_list, data_folder)
+    label = cfg.label_key if "plda" in cfg.backends else None
+    train_df = read_train_list(train_path, data_folder, label_key=label)
+    stem = os.path.splitext(os.path.basename(train_path))[0]
+
+    def subset(max_files):
+        """Sorted random rows of the train list (all of them for None)."""
+        n = len(train_df) if max_files is None else min(int(max_files), len(train_df))
+        return train_df.iloc[np.sort(rng.choice(len(train_df), n, replace=False))]
+
+    for prefix, max_files, wanted in (
+        ("cohort", cfg.n_cohort, bool(cfg.score_norm)),
+        ("plda", cfg.plda_max_files, "plda" in cfg.backends),
+        ("whiten", cfg.whiten_max_files, "whiten" in cfg.backends),
+    ):
+        if wanted:
+            part = subset(max_files)
+            sets[f"{prefix}_{stem}_{len(part)}_seed{cfg.seed}"] = list(part["path"])
+            if prefix == "plda":
+                plda_labels = part["label"]
+    return sets, plda_labels
+
+
+def embed_stage(encode, cfg, trials, calib, data_folder, out_dir, model_id, rng, **kw):
+    """Stage 1: embed every file the run needs once (through the embedding cache).
+
+    Arguments
+    ---------
+    encode : callable
+        ``encode(wavs (N, L), lengths (N,)) -> (N, D)``.
+    cfg : EvalConfig
+    trials, calib : list of Trials, Trials or None
+        From :func:`read_trial_lists`.
+    data_folder, out_dir : str
+    model_id : str or None
+        Cache key of the model (None: no cache).
+    rng : numpy.random.Generator
+        Draws the train-list subsets.
+    **kw
+        ``progress`` (bool) for :func:`embed_sets`.
+
+    Returns
+    -------
+    Embedded
+    """
+    sets = {
+        f"list_{t.name}": [resolve(f, data_folder) for f in t.files()] for t in trials
+    }
+    if calib is not None:
+        sets[f"calibration_{calib.name}"] = [
+            resolve(f, data_folder) for f in calib.files()
+        ]
+    train_sets, plda_labels = _train_sets(cfg, data_folder, rng)
+    sets.update(train_sets)
+    settings = {
+        "crop_seconds": cfg.crop_seconds,
+        "n_crops": int(cfg.n_crops) if cfg.crop_seconds else 1,
+        "sample_rate": int(cfg.sample_rate),
+        "normalize": True,
+    }
+    cache = EmbeddingCache(
+        os.path.join(out_dir, "embeddings_cache"),
+        model_id if cfg.cache else None,
+        settings,
+    )
+    emb = embed_sets(encode, sets, cfg, cache, kw.get("progress", False))
+    return Embedded(emb, cache, settings, plda_labels)
+
+
+def fit_backends(cfg, embedded):
+    """Fit the trained back-ends (PLDA, then whitening) on their train subsets.
+
+    Arguments
+    ---------
+    cfg : EvalConfig
+    embedded : Embedded
+
+    Returns
+    -------
+    dict
+        ``{"whiten": WhiteningBackend, "plda": PLDABackend}`` (those requested).
+    """
+    emb, fitted = embedded.emb, {}
+    if "plda" in cfg.backends:
+        x = emb[next(k for k in emb if k.startswith("plda_"))]
+        n_spk = embedded.plda_labels.nunique()
+        if n_spk < 2:
+            raise SSLSVError(
+                f"{cfg.train_list}: PLDA needs >= 2 speakers, found {n_spk}"
+            )
+        fitted["plda"] = PLDABackend(
+            rank_f=min(int(cfg.plda_rank_f), x.shape[1]),
+            nb_iter=int(cfg.plda_nb_iter),
+            scaling_factor=float(cfg.plda_scaling_factor),
+        ).fit(x, list(embedded.plda_labels))
+    if "whiten" in cfg.backends:
+        x = emb[next(k for k in emb if k.startswith("whiten_"))]
+        whitening = WhiteningBackend(n_components=cfg.whiten_n_components).fit(x)
+        fitted = {"whiten": whitening, **fitted}
+    return fitted
+
+
+def score_stage(cfg, x, enrol_idx, test_idx, fitted):
+    """Stage 2: raw scores of one trial list with every back-end.
+
+    Arguments
+    ---------
+    cfg : EvalConfig
+    x : np.ndarray
+        ``(n_files, D)`` embeddings of the list's files.
+    enrol_idx, test_idx : np.ndarray
+        ``(n_trials,)`` rows of ``x``.
+    fitted : dict
+        From :func:`fit_backends`.
+
+    Returns
+    -------
+    dict
+        ``{backend: (n_trials,) scores}`` in the order cosine, whiten, plda.
+    """
+    out = {}
+    if "cosine" in cfg.backends:
+        out["cosine"] = cosine_scores(x, x, enrol_idx, test_idx)
+    for name, backend in fitted.items():
+        out[name] = backend.score_indices(x, enrol_idx, test_idx)
+    return out
+
+
+def normalise_stage(cfg, raw, x, cohort, enrol_idx, test_idx):
+    """Stage 3: add ``cosine_<norm>`` (cohort score normalisation) after ``cosine``.
+
+    Arguments
+    ---------
+    cfg : EvalConfig
+    raw : dict
+        From :func:`score_stage`.
+    x : np.ndarray
+        ``(n_files, D)`` embeddings of the list's files.
+    cohort : np.ndarray or None
+        ``(n_cohort, D)`` cohort embeddings.
+    enrol_idx, test_idx : np.ndarray
+        ``(n_trials,)`` rows of ``x``.
+
+    Returns
+    -------
+    dict
+        ``raw`` with the normalised cosine scores inserted after ``cosine``.
+    """
+    if not cfg.score_norm:
+        return raw
+    if "cosine" not in raw:
+        raise SSLSVError("eval_score_norm needs the 'cosine' back-end")
+    out = {}
+    for backend, s in raw.items():
+        out[backend] = s
+        if backend == "cosine":
+            out[f"cosine_{cfg.score_norm}"] = score_normalization(
+                s,
+                x,
+                x,
+                cohort,
+                method=cfg.score_norm,
+                top_k=int(cfg.cohort_top_k),
+                enrol_idx=enrol_idx,
+                test_idx=test_idx,
+            )
+    return out
+
+
+def score_lists(cfg, lists, embedded, fitted):
+    """Stages 2 and 3 on several trial lists.
+
+    Arguments
+    ---------
+    cfg : EvalConfig
+    lists : dict
+        ``{set name of the list's embeddings: Trials}``.
+    embedded : Embedded
+    fitted : dict
+        From :func:`fit_backends`.
+
+    Returns
+    -------
+    dict
+        ``{list name: {backend: (n_trials,) scores}}``.
+    """
+    emb = embedded.emb
+    cohort = next((v for k, v in emb.items() if k.startswith("cohort_")), None)
+    scores = {}
+    for key, t in lists.items():
+        x = emb[key]
+        e_idx, t_idx = _trial_index(t, t.files())
+        raw = score_stage(cfg, x, e_idx, t_idx, fitted)
+        scores[t.name] = normalise_stage(cfg, raw, x, cohort, e_idx, t_idx)
+    return scores
+
+
+def calibrate_stage(cfg, calib, embedded, fitted):
+    """Stage 4: one affine LLR calibration per back-end, fitted on ``calib``.
+
+    Arguments
+    ---------
+    cfg : EvalConfig
+    calib : Trials or None
+        Held-out calibration list (None: no calibration).
+    embedded : Embedded
+    fitted : dict
+        From :func:`fit_backends`.
+
+    Returns
+    -------
+    dict
+        ``{backend: Calibrator}`` (empty without a calibration list).
+    """
+    if calib is None:
+        return {}
+    from sslsv_sb.evaluation.calibration import Calibrator
+
+    lists = {f"calibration_{calib.name}": calib}
+    cal_scores = score_lists(cfg, lists, embedded, fitted)[calib.name]
+    return {
+        backend: Calibrator().fit(
+            s, calib.labels, p_target=float(cfg.calibration_p_target)
+        )
+        for backend, s in cal_scores.items()
+    }
+
+
+def metrics_stage(cfg, trials, scores, calibrators):
+    """Metrics of every list and back-end (+ ``actdcf_<p>`` / ``cllr`` if calibrated).
+
+    Arguments
+    ---------
+    cfg : EvalConfig
+    trials : list of Trials
+    scores : dict
+        From :func:`score_lists`.
+    calibrators : dict
+        From :func:`calibrate_stage`.
+
+    Returns
+    -------
+    dict
+        ``{list name: {backend: metrics}}``.
+    """
+    results = {}
+    for t in trials:
+        results[t.name] = {}
+        for backend, s in scores[t.name].items():
+            m = verification_metrics(
+                s,
+                t.labels,
+                p_targets=tuple(cfg.p_targets),
+                with_min_cllr=True,
+                enrol_ids=np.asarray(t.enrol),
+            )
+            if backend in calibrators:
+                llr = calibrators[backend].transform(s)
+                for p in cfg.p_targets:
+                    m[f"actdcf_{p:g}"] = act_dcf(llr, t.labels, p)[0]
+                m["cllr"] = cllr(llr, t.labels)
+            results[t.name][backend] = m
+    return results
+
+
+def _write_scores(out_dir, tag, trials, scores):
+    """``scores_<tag>.npz`` (``<list>__<backend>``, ``<list>__labels``), atomically.
+
+    The untrained file is merged with the lists it already holds.
+    """
+    score_file = os.path.join(out_dir, f"scores_{tag}.npz")
+    stored = _load_scores(score_file) if tag == "untrained" else {}
+    for t in trials:
+        stored[f"{t.name}__labels"] = t.labels
+        for backend, s in scores[t.name].items():
+            stored[f"{t.name}__{backend}"] = np.asarray(s, np.float64)
+    np.savez(score_file[: -len(".npz")] + ".tmp.npz", **stored)
+    os.replace(score_file[: -len(".npz")] + ".tmp.npz", score_file)
+
+
+def _run_meta(cfg, meta, results, embedded, calibrators, model_id):
+    """The ``"meta"`` entry of ``verification.json``."""
+    cohort = next((v for k, v in embedded.emb.items() if k.startswith("cohort_")), None)
+    run_meta = dict(meta or {})
+    run_meta.update(
+        {
+            "backends": sorted({b for r in results.values() for b in r}),
+            "score_norm": cfg.score_norm,
+            "n_cohort": None if cohort is None else int(len(cohort)),
+            "cohort_top_k": int(cfg.cohort_top_k) if cfg.score_norm else None,
+            "extraction": embedded.settings,
+            "cache": {"hits": embedded.cache.hits, "misses": embedded.cache.misses},
+            "model_id": model_id,
+            "trial_lists": list(cfg.trial_lists),
+        }
+    )
+    if calibrators:
+        run_meta["calibration"] = {
+            "list": cfg.calibration_list,
+            **{b: c.to_dict() for b, c in calibrators.items()},
+        }
+    return run_meta
+
+
+def write_stage(out_dir, tag, cfg, trials, scores, results, **run):
+    """Stage 5: write the scores, the json / markdown report and the plots.
+
+    Arguments
+    ---------
+    out_dir, tag : str
+        Run folder and ``"trained"`` / ``"untrained"``.
+    cfg : EvalConfig
+    trials : list of Trials
+    scores, results : dict
+        From :func:`score_lists` and :func:`metrics_stage`.
+    **run
+        ``embedded``, ``calibrators``, ``model_id``, ``meta``, ``data_folder`` and
+        ``rng`` (t-SNE subset) of the trained report.
+
+    Returns
+    -------
+    dict
+        ``verification.json`` payload (untrained: ``{"lists": results}``, merged into
+        ``verification_untrained.json``).
+    """
+    _write_scores(out_dir, tag, trials, scores)
+    if tag == "untrained":
+        path = os.path.join(out_dir, "verification_untrained.json")
+        merged = _load_json(path)
+        merged.update(results)
+        write_json(path, merged)
+        return {"lists": results}
+    calibrators = run["calibrators"]
+    run_meta = _run_meta(
+        cfg, run["meta"], results, run["embedded"], calibrators, run["model_id"]
+    )
+    for b, c in calibrators.items():
+        c.save(os.path.join(out_dir, f"calibration_{b}.json"))
+    payload = {"lists": results, "meta": run_meta}
+    untrained = _load_json(os.path.join(out_dir, "verification_untrained.json"))
+    if untrained:
+        payload["untrained"] = {"lists": untrained}
+    if cfg.plots:
+        emb, data_folder = run["embedded"].emb, run["data_folder"]
+        payload["meta"]["plots"] = _write_plots(
+            out_dir, trials, scores, emb, data_folder, cfg, run["rng"]
+        )
+    write_json(os.path.join(out_dir, "verification.json"), payload)
+    with open(os.path.join(out_dir, "verification.md"), "w", encoding="utf-8") as f:
+        f.write(format_markdown(payload))
+    return payload
+
+
 # ---------------------------------------------------------------------------- main
 def run_verification(
     encode,
@@ -334,6 +776,9 @@ def run_verification(
     **overrides,
 ):
     """Embed, score every trial list with every back-end, write the report.
+
+    Stages: :func:`embed_stage` -> :func:`score_stage` -> :func:`normalise_stage`
+    -> :func:`calibrate_stage` (then :func:`metrics_stage`) -> :func:`write_stage`.
 
     Arguments
     ---------
@@ -365,216 +810,45 @@ def run_verification(
         The ``verification.json`` payload (for ``tag="untrained"``:
         ``{"lists": ...}``).
     """
-    if isinstance(config, EvalConfig):
-        cfg = EvalConfig(
-            **{
-                **asdict(config),
-                **{k: v for k, v in overrides.items() if v is not None},
-            }
-        )
-        cfg.validate()
-    else:
-        cfg = EvalConfig.from_hparams(config, **overrides)
-    if tag not in ("trained", "untrained"):
-        raise ValueError(f"tag must be 'trained' or 'untrained', got {tag!r}")
-    if tag == "untrained":
-        cfg.backends, cfg.score_norm, cfg.calibration_list = ["cosine"], None, None
-    if not cfg.trial_lists:
-        raise SSLSVError("trial_lists: no trial list to score")
+    cfg = _resolve_config(config, tag, overrides)
     os.makedirs(out_dir, exist_ok=True)
     rng = np.random.default_rng(int(cfg.seed))
-
-    # ---- lists and file sets
-    trials = []
-    for name in cfg.trial_lists:
-        path = _resolve_list(name, "trial_lists", data_folder)
-        trials.append(read_trials(path, data_folder))
-    names = [t.name for t in trials]
-    if len(set(names)) != len(names):
-        raise SSLSVError(f"trial_lists: two lists share a name: {names}")
-    calib = None
-    if cfg.calibration_list:
-        path = _resolve_list(cfg.calibration_list, "eval_calibration_list", data_folder)
-        calib = read_trials(path, data_folder)
-    sets = {
-        f"list_{t.name}": [resolve(f, data_folder) for f in t.files()] for t in trials
-    }
-    if calib is not None:
-        sets[f"calibration_{calib.name}"] = [
-            resolve(f, data_folder) for f in calib.files()
-        ]
-    train_df = None
-    if "plda" in cfg.backends or "whiten" in cfg.backends or cfg.score_norm:
-        train_path = resolve(cfg.train_list, data_folder)
-        label = cfg.label_key if "plda" in cfg.backends else None
-        train_df = read_train_list(train_path, data_folder, label_key=label)
-        stem = os.path.splitext(os.path.basename(train_path))[0]
-
-        def subset(max_files):
-            """Sorted random rows of the train list (all of them for None)."""
-            n = (
-                len(train_df)
-                if max_files is None
-                else min(int(max_files), len(train_df))
-            )
-            return train_df.iloc[np.sort(rng.choice(len(train_df), n, replace=False))]
-
-        # one rng draw per set, in this order (cohort, PLDA, whitening)
-        if cfg.score_norm:
-            part = subset(cfg.n_cohort)
-            sets[f"cohort_{stem}_{len(part)}_seed{cfg.seed}"] = list(part["path"])
-        if "plda" in cfg.backends:
-            plda_df = subset(cfg.plda_max_files)
-            sets[f"plda_{stem}_{len(plda_df)}_seed{cfg.seed}"] = list(plda_df["path"])
-        if "whiten" in cfg.backends:
-            part = subset(cfg.whiten_max_files)
-            sets[f"whiten_{stem}_{len(part)}_seed{cfg.seed}"] = list(part["path"])
-
-    settings = {
-        "crop_seconds": cfg.crop_seconds,
-        "n_crops": int(cfg.n_crops) if cfg.crop_seconds else 1,
-        "sample_rate": int(cfg.sample_rate),
-        "normalize": True,
-    }
-    cache = EmbeddingCache(
-        os.path.join(out_dir, "embeddings_cache"),
-        model_id if cfg.cache else None,
-        settings,
+    trials, calib = read_trial_lists(cfg, data_folder)
+    embedded = embed_stage(
+        encode,
+        cfg,
+        trials,
+        calib,
+        data_folder,
+        out_dir,
+        model_id,
+        rng,
+        progress=progress,
     )
-    emb = embed_sets(encode, sets, cfg, cache, progress)
-
-    # ---- back-ends
-    cohort = next((v for k, v in emb.items() if k.startswith("cohort_")), None)
-    plda = None
-    if "plda" in cfg.backends:
-        key = next(k for k in emb if k.startswith("plda_"))
-        x = emb[key]
-        rank = min(int(cfg.plda_rank_f), x.shape[1])
-        n_spk = plda_df["label"].nunique()
-        if n_spk < 2:
-            raise SSLSVError(
-                f"{cfg.train_list}: PLDA needs >= 2 speakers, found {n_spk}"
-            )
-        plda = PLDABackend(
-            rank_f=rank,
-            nb_iter=int(cfg.plda_nb_iter),
-            scaling_factor=float(cfg.plda_scaling_factor),
-        ).fit(x, list(plda_df["label"]))
-
-    whitening = None
-    if "whiten" in cfg.backends:
-        key = next(k for k in emb if k.startswith("whiten_"))
-        whitening = WhiteningBackend(n_components=cfg.whiten_n_components).fit(emb[key])
-
-    def score_list(t, x):
-        files = t.files()
-        e_idx, t_idx = _trial_index(t, files)
-        out = {}
-        if "cosine" in cfg.backends:
-            raw = cosine_scores(x, x, e_idx, t_idx)
-            out["cosine"] = raw
-            if cfg.score_norm:
-                out[f"cosine_{cfg.score_norm}"] = score_normalization(
-                    raw,
-                    x,
-                    x,
-                    cohort,
-                    method=cfg.score_norm,
-                    top_k=int(cfg.cohort_top_k),
-                    enrol_idx=e_idx,
-                    test_idx=t_idx,
-                )
-        elif cfg.score_norm:
-            raise SSLSVError("eval_score_norm needs the 'cosine' back-end")
-        if whitening is not None:
-            out["whiten"] = whitening.score_indices(x, e_idx, t_idx)
-        if plda is not None:
-            out["plda"] = plda.score_indices(x, e_idx, t_idx)
-        return out
-
-    scores = {t.name: score_list(t, emb[f"list_{t.name}"]) for t in trials}
-    calibrators = {}
-    if calib is not None:
-        from sslsv_sb.evaluation.calibration import Calibrator
-
-        cal_scores = score_list(calib, emb[f"calibration_{calib.name}"])
-        for backend, s in cal_scores.items():
-            calibrators[backend] = Calibrator().fit(
-                s, calib.labels, p_target=float(cfg.calibration_p_target)
-            )
-
-    results = {}
-    for t in trials:
-        results[t.name] = {}
-        for backend, s in scores[t.name].items():
-            m = verification_metrics(
-                s,
-                t.labels,
-                p_targets=tuple(cfg.p_targets),
-                with_min_cllr=True,
-                enrol_ids=np.asarray(t.enrol),
-            )
-            if backend in calibrators:
-                llr = calibrators[backend].transform(s)
-                for p in cfg.p_targets:
-                    m[f"actdcf_{p:g}"] = act_dcf(llr, t.labels, p)[0]
-                m["cllr"] = cllr(llr, t.labels)
-            results[t.name][backend] = m
-
-    # ---- outputs
-    score_file = os.path.join(out_dir, f"scores_{tag}.npz")
-    stored = _load_scores(score_file) if tag == "untrained" else {}
-    for t in trials:
-        stored[f"{t.name}__labels"] = t.labels
-        for backend, s in scores[t.name].items():
-            stored[f"{t.name}__{backend}"] = np.asarray(s, np.float64)
-    np.savez(score_file[: -len(".npz")] + ".tmp.npz", **stored)
-    os.replace(score_file[: -len(".npz")] + ".tmp.npz", score_file)
-
-    if tag == "untrained":
-        path = os.path.join(out_dir, "verification_untrained.json")
-        merged = _load_json(path)
-        merged.update(results)
-        write_json(path, merged)
-        return {"lists": results}
-
-    run_meta = dict(meta or {})
-    run_meta.update(
-        {
-            "backends": sorted({b for r in results.values() for b in r}),
-            "score_norm": cfg.score_norm,
-            "n_cohort": None if cohort is None else int(len(cohort)),
-            "cohort_top_k": int(cfg.cohort_top_k) if cfg.score_norm else None,
-            "extraction": settings,
-            "cache": {"hits": cache.hits, "misses": cache.misses},
-            "model_id": model_id,
-            "trial_lists": list(cfg.trial_lists),
-        }
+    fitted = fit_backends(cfg, embedded)
+    lists = {f"list_{t.name}": t for t in trials}
+    scores = score_lists(cfg, lists, embedded, fitted)
+    calibrators = calibrate_stage(cfg, calib, embedded, fitted)
+    results = metrics_stage(cfg, trials, scores, calibrators)
+    return write_stage(
+        out_dir,
+        tag,
+        cfg,
+        trials,
+        scores,
+        results,
+        embedded=embedded,
+        calibrators=calibrators,
+        model_id=model_id,
+        meta=meta,
+        data_folder=data_folder,
+        rng=rng,
     )
-    if calibrators:
-        run_meta["calibration"] = {
-            "list": cfg.calibration_list,
-            **{b: c.to_dict() for b, c in calibrators.items()},
-        }
-        for b, c in calibrators.items():
-            c.save(os.path.join(out_dir, f"calibration_{b}.json"))
-    payload = {"lists": results, "meta": run_meta}
-    untrained = _load_json(os.path.join(out_dir, "verification_untrained.json"))
-    if untrained:
-        payload["untrained"] = {"lists": untrained}
-    if cfg.plots:
-        payload["meta"]["plots"] = _write_plots(
-            out_dir, trials, scores, emb, data_folder, cfg, rng
-        )
-    write_json(os.path.join(out_dir, "verification.json"), payload)
-    with open(os.path.join(out_dir, "verification.md"), "w", encoding="utf-8") as f:
-        f.write(format_markdown(payload))
-    return payload
 
 
 def _write_plots(out_dir, trials, scores, emb, data_folder, cfg, rng):
     """DET (trained vs untrained), histograms, t-SNE; returns relative paths."""
-    from sslsv_sb.evaluation.plots import plot_det, plot_score_histograms, plot_tsne
+    from sslsv_sb.evaluation.plots import plot_det, plot_score_histograms
 
     plot_dir = os.path.join(out_dir, "plots")
     baseline = _load_scores(os.path.join(out_dir, "scores_untrained.npz"))
@@ -603,6 +877,20 @@ def _write_plots(out_dir, trials, scores, emb, data_folder, cfg, rng):
                     title=f"{t.name} {b}",
                 )
             )
+    tsne = _write_tsne(plot_dir, trials, emb, data_folder, cfg, rng)
+    if tsne is not None:
+        written.append(tsne)
+    return [os.path.relpath(str(p), out_dir) for p in written]
+
+
+def _write_tsne(plot_dir, trials, emb, data_folder, cfg, rng):
+    """t-SNE of the test embeddings coloured by speaker; its path, None if skipped.
+
+    Speakers come from ``cfg.tsne_labels`` (``File,Speaker`` CSV) or the file paths
+    (:func:`speaker_of`); at most ``cfg.tsne_max_points`` random files.
+    """
+    from sslsv_sb.evaluation.plots import plot_tsne
+
     files = sorted({f for t in trials for f in t.files()})
     x = {}
     for t in trials:
@@ -626,18 +914,16 @@ def _write_plots(out_dir, trials, scores, emb, data_folder, cfg, rng):
         keep = np.sort(rng.choice(len(files), int(cfg.tsne_max_points), replace=False))
         files, spk = [files[i] for i in keep], [spk[i] for i in keep]
     try:
-        written.append(
-            plot_tsne(
-                np.stack([x[f] for f in files]) if files else np.zeros((0, 1)),
-                spk,
-                os.path.join(plot_dir, "tsne.png"),
-                seed=int(cfg.seed),
-                title="t-SNE of test embeddings (colour = speaker)",
-            )
+        return plot_tsne(
+            np.stack([x[f] for f in files]) if files else np.zeros((0, 1)),
+            spk,
+            os.path.join(plot_dir, "tsne.png"),
+            seed=int(cfg.seed),
+            title="t-SNE of test embeddings (colour = speaker)",
         )
     except ValueError as err:
         logger.warning("t-SNE skipped: %s", err)
-    return [os.path.relpath(str(p), out_dir) for p in written]
+        return None
 
 
 # -------------------------------------------------------------------- compatibility
