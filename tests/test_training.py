@@ -1,4 +1,4 @@
-"""effective_rank (dimensional-collapse monitor) against closed forms."""
+"""sslsv_sb.training: effective_rank (dimensional-collapse monitor), closed forms."""
 
 import numpy as np
 import pytest
