@@ -1,6 +1,7 @@
 # sslsv-sb: two commands for a fresh machine.
 #   make demo   -> venv + install + embedded corpus + SSL training + verification (EER)
-#   make test   -> venv + install (with test extras) + pytest
+#   make test   -> venv + install (with test extras) + pytest (tests + doctests)
+#   make test-fast -> the same without the tests marked slow (inner loop)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,13 +10,15 @@ PY := $(VENV)/bin/python
 # torch install in the venv is kept; GPU users may set e.g. TORCH_PACKAGES="torch torchaudio".
 TORCH_PACKAGES ?= torch==2.14.1 torchaudio==2.11.0
 PYTEST_ARGS ?= -n 2
+# Always shown: the 15 slowest tests (keeps `make test` honest about its budget).
+PYTEST_REPORT := -q --durations=15
 # Demo budget on 2 CPU cores: ECAPA C=256, 1 s crops, batch 64, bf16 autocast.
 DEMO_ARGS ?= --output_folder=results/demo/simclr_ecapa \
 	--channels=[256,256,256,256,768] --emb_dim=192 --batch_size=64 \
 	--frame_length=16000 --temperature=0.07 --eq_prob=0.5 \
 	--number_of_epochs=11 --num_workers=0 --precision=bf16
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-fast lint clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,7 +36,10 @@ demo: $(VENV)/.installed
 		$(DEMO_ARGS)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_REPORT) $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_REPORT) -m "not slow" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check sslsv_sb recipes tools tests

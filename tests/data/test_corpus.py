@@ -172,6 +172,7 @@ def test_cache_does_not_rewrite(tiny):
     assert mtimes == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow  # renders corpora in worker pools
 def test_determinism_and_seed(tmp_path):
     a = generate_corpus(tmp_path / "a", MINI, workers=1, verbose=False)
     generate_corpus(tmp_path / "b", MINI, workers=2, verbose=False)
@@ -186,6 +187,7 @@ def test_determinism_and_seed(tmp_path):
     assert set(ha.values()).isdisjoint(hc.values())
 
 
+@pytest.mark.slow  # renders corpora in worker pools
 def test_config_mismatch_and_overwrite(tmp_path):
     out = tmp_path / "c"
     generate_corpus(out, MINI, verbose=False)
@@ -201,6 +203,7 @@ def test_config_mismatch_and_overwrite(tmp_path):
         generate_corpus(foreign, MINI, verbose=False)
 
 
+@pytest.mark.slow  # renders corpora in worker pools
 def test_interrupted_run_is_regenerated(tmp_path):
     out = tmp_path / "c"
     (out / "wav" / "id10001").mkdir(parents=True)
@@ -248,6 +251,7 @@ def _espeak_loads():
     return proc.stdout.strip() == "True"
 
 
+@pytest.mark.slow  # renders two espeak corpora in worker pools
 @pytest.mark.skipif(not _espeak_loads(), reason="espeak-ng cannot be loaded")
 def test_espeak_backend(tmp_path):
     cfg = dataclasses.replace(MINI, backend="espeak", languages=("en-us", "fr"))
