@@ -1,6 +1,9 @@
-"""SSLBrain reliability: non-finite losses, clipping, early stopping, RNG state."""
+"""SSLBrain: non-finite losses, clipping, early stopping, RNG state, the running
+epoch, metric recording, atomic checkpoints."""
 
 import functools
+import glob
+import os
 import random
 from types import SimpleNamespace
 
@@ -8,10 +11,13 @@ import numpy as np
 import pytest
 import speechbrain as sb
 import torch
+import yaml
+from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
 from torch import nn
 from toys import Frames, NoNorm  # noqa: E402  (tests/brains/toys.py)
 
+from sslsv_sb.brains.sb_workarounds import COMPLETE_MARKER
 from sslsv_sb.brains.simclr import SimCLRBrain
 from sslsv_sb.errors import SSLSVError
 from sslsv_sb.losses.ntxent import NTXentLoss
@@ -43,7 +49,7 @@ class NaNAtStep(NTXentLoss):
         return loss * float("nan") if self.calls == self.bad_call else loss
 
 
-def brain(loss, **hparams):
+def brain(loss, checkpointer=None, **hparams):
     torch.manual_seed(0)
     b = SimCLRBrain(
         modules={
@@ -55,6 +61,7 @@ def brain(loss, **hparams):
         opt_class=functools.partial(torch.optim.SGD, lr=0.1),
         hparams={"epoch_counter": EpochCounter(1), "seed": 0, **hparams},
         run_opts={"device": "cpu", "noprogressbar": True},
+        checkpointer=checkpointer,
     )
     b.on_fit_start()
     b.on_stage_start(sb.Stage.TRAIN, 1)
@@ -145,3 +152,105 @@ def test_make_optimizer_names():
     assert isinstance(make_optimizer(p, "AdamW", lr=0.1), torch.optim.AdamW)
     with pytest.raises(SSLSVError, match="unknown name"):
         make_optimizer(p, "lion")
+
+
+# ---------------------------------------------------------------------- epoch, metrics
+def test_epoch0_is_the_zero_based_running_epoch():
+    b = brain(NTXentLoss(0.1, gather_distributed=False))
+    for current, want in ((0, 0), (1, 0), (2, 1), (5, 4)):
+        b.hparams.epoch_counter.current = current
+        assert b.epoch0() == want
+
+
+class ManyMetrics(NTXentLoss):
+    """NT-Xent whose ``last_metrics`` hold ``n`` detached tensors and ``loss``."""
+
+    def __init__(self, n):
+        super().__init__(0.1, gather_distributed=False)
+        self.n = n
+
+    def forward(self, z1, z2):
+        loss = super().forward(z1, z2)
+        z = z1.detach()
+        self.last_metrics = {f"m{i}": z.pow(i + 1).mean() for i in range(self.n)}
+        self.last_metrics["loss"] = loss.detach()
+        return loss
+
+
+HOST_READS = ("item", "__float__", "__bool__", "tolist", "cpu")
+
+
+def _count_host_reads(monkeypatch):
+    """Count the calls of the Tensor methods that copy a value to the host."""
+    calls = {"n": 0}
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            calls["n"] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return calls
+
+
+def _host_reads_of_steps(monkeypatch, n_metrics, steps=3):
+    b = brain(ManyMetrics(n_metrics))
+    torch.manual_seed(1)
+    batches = [batch() for _ in range(steps)]
+    with monkeypatch.context() as m:
+        calls = _count_host_reads(m)
+        for i, x in enumerate(batches, start=1):
+            b.step = i
+            b.fit_batch(x)
+        return calls["n"], b
+
+
+def test_loss_metrics_recorded_without_a_host_read_per_step(monkeypatch):
+    plain, _ = _host_reads_of_steps(monkeypatch, 0)
+    many, b = _host_reads_of_steps(monkeypatch, 8)
+    assert many == plain  # 8 tensor metrics x 3 steps: no extra synchronisation
+    metrics = b.epoch_metrics()  # ... they are read back here, once per metric
+    assert {f"m{i}" for i in range(8)} <= set(metrics)
+    assert "loss" not in metrics  # the stage loss is logged on its own
+    assert all(isinstance(v, float) for v in metrics.values())
+
+
+def test_recorded_tensors_average_exactly_like_their_floats():
+    b = brain(NTXentLoss(0.1, gather_distributed=False))
+    values = torch.rand(1000, generator=torch.Generator().manual_seed(0)) * 1e3
+    for v in values:
+        b.record(as_tensor=v, as_float=float(v))
+    metrics = b.epoch_metrics()
+    assert metrics["as_tensor"] == metrics["as_float"]
+    b.on_stage_start(sb.Stage.TRAIN, 2)
+    assert b.epoch_metrics() == {}
+
+
+# ---------------------------------------------------------------------- checkpoints
+def _checkpointed_brain(folder):
+    counter = EpochCounter(1)
+    b = brain(
+        NTXentLoss(0.1, gather_distributed=False),
+        checkpointer=Checkpointer(folder, {"counter": counter}),
+    )
+    b.hparams.epoch_counter = counter
+    return b
+
+
+def test_epoch_checkpoint_is_atomic_and_stores_reset_counters(tmp_path):
+    b = _checkpointed_brain(tmp_path)  # fit start done by brain()
+    b.step, b.avg_train_loss = 7, 1.5  # the running values at the end of an epoch
+    b.on_stage_end(sb.Stage.TRAIN, 1.5, epoch=1)
+    (path,) = glob.glob(str(tmp_path / "CKPT+*"))
+    assert os.path.isfile(os.path.join(path, COMPLETE_MARKER))
+    with open(os.path.join(path, "brain.ckpt"), encoding="utf-8") as f:
+        saved = yaml.safe_load(f)
+    assert saved["step"] == 0 and saved["avg_train_loss"] == 0.0
+    # Without its marker (killed while writing) the checkpoint is set aside at the
+    # next fit start and not recovered.
+    os.remove(os.path.join(path, COMPLETE_MARKER))
+    _checkpointed_brain(tmp_path)
+    assert not os.path.exists(path)
+    aside = tmp_path / ("incomplete-" + os.path.basename(path))
+    assert os.path.isfile(aside / "brain.ckpt")
