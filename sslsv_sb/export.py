@@ -107,15 +107,16 @@ def _refuse_pickled_code(path):
         yield
     except pickle.UnpicklingError as err:
         text = " ".join(str(err).split())
-        if "Weights only load failed" in text:
-            found = re.search(r"Unsupported global: GLOBAL \S+", text)
-            detail = found.group(0) if found else "torch.load(weights_only=True)"
+        found = re.search(r"Unsupported global: GLOBAL \S+", text)
+        if found:
             raise SSLSVError(
                 f"{path}: refused: it holds Python objects other than tensors and "
-                f"numbers ({detail}), and unpickling them could run code; only load "
-                "runs from people you trust"
+                f"numbers ({found.group(0)}), and unpickling them could run code; "
+                "only load runs from people you trust"
             ) from None
-        raise SSLSVError(f"{path}: unreadable checkpoint file ({text[:200]})") from None
+        found = re.search(r"WeightsUnpickler error: (.*?)(?: Check the doc|$)", text)
+        detail = found.group(1) if found else text[:200]
+        raise SSLSVError(f"{path}: unreadable checkpoint file ({detail})") from None
 
 
 def _load_weights(path, map_location="cpu"):
