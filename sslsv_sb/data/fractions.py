@@ -29,8 +29,8 @@ import math
 import os
 
 import numpy as np
-import pandas as pd
 
+from sslsv_sb.data.lists import read_csv_list
 from sslsv_sb.errors import SSLSVError
 
 UNITS = ("utterances", "speakers")
@@ -142,17 +142,7 @@ def read_list_for_fractions(path, label_key="Speaker"):
     pandas.DataFrame
         The list's own columns (strings), without the ``Set`` column.
     """
-    if not os.path.isfile(path):
-        raise SSLSVError(f"train list not found: {path}")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise SSLSVError(f"{path}: cannot parse CSV ({err})") from err
-    for col in ("File", label_key):
-        if col not in df.columns:
-            raise SSLSVError(
-                f"{path}:1: column {col!r} not in the header {list(df.columns)}"
-            )
+    df = read_csv_list(path, ("File", label_key), what="train list")
     if "Set" in df.columns:
         df = df[df["Set"] == "train"].drop(columns=["Set"]).reset_index(drop=True)
     if len(df) == 0:

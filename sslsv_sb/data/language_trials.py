@@ -30,8 +30,8 @@ import os
 from collections import Counter
 
 import numpy as np
-import pandas as pd
 
+from sslsv_sb.data.lists import read_csv_list
 from sslsv_sb.errors import SSLSVError
 
 
@@ -193,17 +193,7 @@ def read_language_rows(path, language_key="Language", speaker_key="Speaker"):
     -------
     list of tuple
     """
-    if not os.path.isfile(path):
-        raise SSLSVError(f"language list not found: {path}")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise SSLSVError(f"{path}: cannot parse CSV ({err})") from err
-    for col in ("File", language_key):
-        if col not in df.columns:
-            raise SSLSVError(
-                f"{path}:1: column {col!r} not in the header {list(df.columns)}"
-            )
+    df = read_csv_list(path, ("File", language_key), what="language list")
     spk = df[speaker_key] if speaker_key in df.columns else [None] * len(df)
     return list(zip(df["File"], df[language_key], spk, strict=True))
 

@@ -24,6 +24,46 @@ def resolve(path, data_folder):
     return path if os.path.isabs(path) else os.path.join(data_folder, path)
 
 
+def read_csv_list(path, required=(), what="list"):
+    """Read a CSV list as strings (empty cells stay ``""``), checking its header.
+
+    Arguments
+    ---------
+    path : str
+        The CSV file.
+    required : sequence of str
+        Columns the header must contain.
+    what : str
+        Name of the list in the "not found" message (e.g. ``"train list"``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Every column as ``str``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+    ...     _ = f.write("File,Speaker\\na.wav,s1\\n")
+    >>> read_csv_list(f.name, ["File", "Speaker"]).to_dict("records")
+    [{'File': 'a.wav', 'Speaker': 's1'}]
+    >>> os.remove(f.name)
+    """
+    if not os.path.isfile(path):
+        raise SSLSVError(f"{what} not found: {path}")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise SSLSVError(f"{path}: cannot parse CSV ({err})") from err
+    for col in required:
+        if col not in df.columns:
+            raise SSLSVError(
+                f"{where(path, 1)}: column {col!r} not in the header {list(df.columns)}"
+            )
+    return df
+
+
 def read_train_list(
     path, data_folder, label_key="Speaker", set_name="train", check_files=True
 ):
@@ -49,12 +89,7 @@ def read_train_list(
         Columns ``path`` (absolute), ``File`` (as listed), ``line`` (1-based line in
         the list file), ``label`` (if ``label_key``), plus the list's own columns.
     """
-    if not os.path.isfile(path):
-        raise SSLSVError(f"train list not found: {path}")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise SSLSVError(f"{path}: cannot parse CSV ({err})") from err
+    df = read_csv_list(path, what="train list")
     df["line"] = np.arange(len(df)) + 2  # header is line 1
     if "File" not in df.columns:
         if "wav" in df.columns:  # SpeechBrain CSV

@@ -40,24 +40,21 @@ class SSPS(nn.Module):
     n_positives : int
         Positive embeddings per sample (1 SimCLR/SwAV/VICReg, 2 MoCo keys / DINO
         teacher globals).
-    sampling : str
-        ``"kmeans-repr"`` (default), ``"kmeans-centroid"`` or ``"knn"``.
     start_epoch : int
         First epoch (0-based) where positives are replaced; queues fill from
         ``start_epoch - 1``.
     pos_queue_size : int
         Capacity of the positive queue.
     kmeans_clusters : int
-        K.
-    kmeans_iters : int
-        k-means iterations per epoch.
-    inter_sampling_size, inter_sampling_prob_fn, inter_sampling_exp_lambda,
-    intra_sampling_size, intra_sampling_prob_fn, intra_sampling_exp_lambda
-        See :class:`sslsv_sb.ssps.sampler.SSPSSampler`.
-    same_space : bool
-        Positives are the normalised encoder outputs (allows ``kmeans-centroid``).
-    seed : int
-        k-means seed.
+        K of the per-epoch k-means.
+    **sampler_options
+        Options of :class:`sslsv_sb.ssps.sampler.SSPSSampler` with their defaults
+        there: ``sampling`` (``"kmeans-repr"``, ``"kmeans-centroid"`` or
+        ``"knn"``), ``kmeans_iters``, ``inter_sampling_size``,
+        ``inter_sampling_prob_fn``, ``inter_sampling_exp_lambda``,
+        ``intra_sampling_size``, ``intra_sampling_prob_fn``,
+        ``intra_sampling_exp_lambda``, ``same_space`` (positives are the normalised
+        encoder outputs, allows ``kmeans-centroid``) and ``seed`` (k-means seed).
 
     Example
     -------
@@ -76,19 +73,10 @@ class SSPS(nn.Module):
         ref_dim,
         pos_dim,
         n_positives=1,
-        sampling="kmeans-repr",
         start_epoch=100,
         pos_queue_size=50000,
         kmeans_clusters=50000,
-        kmeans_iters=10,
-        inter_sampling_size=0,
-        inter_sampling_prob_fn="uniform",
-        inter_sampling_exp_lambda=0.7,
-        intra_sampling_size=10_000_000,
-        intra_sampling_prob_fn="uniform",
-        intra_sampling_exp_lambda=0.7,
-        same_space=False,
-        seed=0,
+        **sampler_options,
     ):
         super().__init__()
         self.start_epoch = start_epoch
@@ -97,17 +85,8 @@ class SSPS(nn.Module):
         self.sampler = SSPSSampler(
             self.ref_queue,
             self.pos_queue,
-            sampling=sampling,
             n_clusters=kmeans_clusters,
-            kmeans_iters=kmeans_iters,
-            inter_sampling_size=inter_sampling_size,
-            inter_sampling_prob_fn=inter_sampling_prob_fn,
-            inter_sampling_exp_lambda=inter_sampling_exp_lambda,
-            intra_sampling_size=intra_sampling_size,
-            intra_sampling_prob_fn=intra_sampling_prob_fn,
-            intra_sampling_exp_lambda=intra_sampling_exp_lambda,
-            same_space=same_space,
-            seed=seed,
+            **sampler_options,
         )
         self.register_buffer("epoch", torch.full((), -1, dtype=torch.long))
         # monitoring only, never checkpointed, never read from a hard-coded file

@@ -19,7 +19,47 @@ from torch import nn
 from sslsv_sb.distributed import gather
 
 
-class ReferenceQueue(nn.Module):
+class _Queue(nn.Module):
+    """Shared ``write`` protocol: gather the batch of every rank, then store it.
+
+    Subclasses hold an ``indices`` buffer (one per slot) and implement ``_store``
+    (and ``_check`` to validate the local batch before the gather).
+    """
+
+    @property
+    def size(self):
+        """Number of slots."""
+        return self.indices.shape[0]
+
+    def _check(self, embeddings):
+        """Validate (and reshape) the local embeddings; returns them."""
+        return embeddings
+
+    @torch.no_grad()
+    def write(self, indices, embeddings, distributed=True):
+        """Store a batch (see the class docstring for where it goes).
+
+        Arguments
+        ---------
+        indices : torch.Tensor
+            ``(B,)`` local dataset indices.
+        embeddings : torch.Tensor
+            ``(B, D)`` local reference embeddings (:class:`ReferenceQueue`) or
+            ``(B, P, D)`` positive embeddings (:class:`PositiveQueue`; ``(B, D)``
+            when ``P == 1``).
+        distributed : bool
+            Gather across ranks first (keep True in training).
+        """
+        embeddings = self._check(embeddings)
+        if distributed:
+            indices, embeddings = (
+                gather(indices),
+                gather(embeddings.detach(), grad=False),
+            )
+        self._store(indices, embeddings)
+
+
+class ReferenceQueue(_Queue):
     """Per-dataset-index reference embeddings.
 
     Arguments
@@ -44,28 +84,8 @@ class ReferenceQueue(nn.Module):
             "indices", torch.full((dataset_size,), -1, dtype=torch.long)
         )
 
-    @property
-    def size(self):
-        return self.embeddings.shape[0]
-
-    @torch.no_grad()
-    def write(self, indices, embeddings, distributed=True):
-        """Store (normalised) embeddings at their dataset index.
-
-        Arguments
-        ---------
-        indices : torch.Tensor
-            ``(B,)`` local dataset indices.
-        embeddings : torch.Tensor
-            ``(B, D)`` local reference embeddings.
-        distributed : bool
-            Gather across ranks first (keep True in training).
-        """
-        if distributed:
-            indices, embeddings = (
-                gather(indices),
-                gather(embeddings.detach(), grad=False),
-            )
+    def _store(self, indices, embeddings):
+        """Store the normalised ``(B, D)`` embeddings at their dataset index."""
         indices = indices.to(self.indices.device).long()
         if indices.min() < 0 or indices.max() >= self.size:
             raise ValueError(
@@ -81,7 +101,7 @@ class ReferenceQueue(nn.Module):
         return torch.nonzero(self.indices >= 0)[:, 0]
 
 
-class PositiveQueue(nn.Module):
+class PositiveQueue(_Queue):
     """FIFO ring of positive-branch embeddings and their dataset indices.
 
     Arguments
@@ -116,23 +136,8 @@ class PositiveQueue(nn.Module):
             "n_written", torch.zeros((), dtype=torch.long)
         )  # total writes
 
-    @property
-    def size(self):
-        return self.indices.shape[0]
-
-    @torch.no_grad()
-    def write(self, indices, embeddings, distributed=True):
-        """Append a batch (oldest entries are overwritten).
-
-        Arguments
-        ---------
-        indices : torch.Tensor
-            ``(B,)`` local dataset indices.
-        embeddings : torch.Tensor
-            ``(B, P, D)`` (or ``(B, D)`` when ``P == 1``) local positive embeddings.
-        distributed : bool
-            Gather across ranks first (keep True in training).
-        """
+    def _check(self, embeddings):
+        """``(B, P, D)`` positives (a ``(B, D)`` batch is ``P = 1``)."""
         if embeddings.dim() == 2:
             embeddings = embeddings[:, None]
         if embeddings.shape[1:] != (self.embeddings.shape[0], self.embeddings.shape[2]):
@@ -140,11 +145,10 @@ class PositiveQueue(nn.Module):
                 f"PositiveQueue: expected embeddings (B, {self.embeddings.shape[0]}, "
                 f"{self.embeddings.shape[2]}), got {tuple(embeddings.shape)}"
             )
-        if distributed:
-            indices, embeddings = (
-                gather(indices),
-                gather(embeddings.detach(), grad=False),
-            )
+        return embeddings
+
+    def _store(self, indices, embeddings):
+        """Append ``(B, P, D)`` positives (the oldest entries are overwritten)."""
         n, q = indices.shape[0], self.size
         if n > q:  # only the last Q entries survive
             indices, embeddings = indices[-q:], embeddings[-q:]
