@@ -107,7 +107,9 @@ def test_batch_shuffle_mixes_ranks_and_unshuffles(tmp_path):
     torch.multiprocessing.spawn(
         _shuffle_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2
     )
-    r0, r1 = (torch.load(tmp_path / f"shuffle{r}.pt") for r in (0, 1))
+    r0, r1 = (
+        torch.load(tmp_path / f"shuffle{r}.pt", weights_only=True) for r in (0, 1)
+    )
     shuffled = torch.cat([r0["xs"], r1["xs"]])[:, 0].tolist()
     assert sorted(shuffled) == [0, 1, 2, 3, 10, 11, 12, 13]  # one global permutation
     for r, res in enumerate((r0, r1)):  # outputs come back to their own rank
