@@ -30,10 +30,11 @@ class VIbCRegLoss(VICRegLoss):
 
     Arguments
     ---------
-    inv_weight, var_weight, cov_weight : float
-        sslsv: 1, 1, 8 (paper: 25, 25, 200).
-    gamma, eps, gather_distributed
-        As in ``VICRegLoss``.
+    cov_weight : float
+        Weight of the covariance term, 8 (sslsv; paper: 200).
+    **kwargs
+        ``inv_weight``, ``var_weight`` (sslsv: 1, 1; paper: 25, 25), ``gamma``,
+        ``eps`` and ``gather_distributed`` as in ``VICRegLoss`` (same defaults).
 
     Example
     -------
@@ -42,18 +43,8 @@ class VIbCRegLoss(VICRegLoss):
     torch.Size([])
     """
 
-    def __init__(
-        self,
-        inv_weight=1.0,
-        var_weight=1.0,
-        cov_weight=8.0,
-        gamma=1.0,
-        eps=1e-4,
-        gather_distributed=True,
-    ):
-        super().__init__(
-            inv_weight, var_weight, cov_weight, gamma, eps, gather_distributed
-        )
+    def __init__(self, *, cov_weight=8.0, **kwargs):
+        super().__init__(cov_weight=cov_weight, **kwargs)
 
     def covariance(self, z):
         """Correlation-based covariance regulariser of ``z (N, D)``."""

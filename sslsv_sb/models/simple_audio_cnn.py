@@ -10,7 +10,13 @@ hidden units with ReLU, one feature vector every 10 ms at 16 kHz).
 
 from torch import nn
 
-from sslsv_sb.models.tdnn import abs_lengths, conv_out_lengths, length_mask, masked_mean
+from sslsv_sb.models.tdnn import (
+    abs_lengths,
+    conv_out_lengths,
+    length_mask,
+    masked_mean,
+    per_layer,
+)
 
 
 class SimpleAudioCNN(nn.Module):
@@ -52,11 +58,9 @@ class SimpleAudioCNN(nn.Module):
         frame_level=True,
     ):
         super().__init__()
-        if not len(kernel_sizes) == len(strides) == len(paddings):
-            raise ValueError("kernel_sizes, strides and paddings must match in length")
-        self.kernel_sizes = list(kernel_sizes)
-        self.strides = list(strides)
-        self.paddings = list(paddings)
+        self.kernel_sizes, self.strides, self.paddings = per_layer(
+            kernel_sizes=kernel_sizes, strides=strides, paddings=paddings
+        )
         n_layers = len(kernel_sizes)
         dims = [1] + [hidden_dim] * (n_layers - 1) + [out_dim]
         self.layers = nn.ModuleList(

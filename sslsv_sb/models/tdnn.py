@@ -18,6 +18,30 @@ from speechbrain.nnet.normalization import BatchNorm1d
 from torch import nn
 
 
+def per_layer(**options):
+    """Per-layer hyper-parameter sequences as lists, checked to share one length.
+
+    Arguments
+    ---------
+    **options
+        Name -> sequence (one entry per layer).
+
+    Returns
+    -------
+    list of list
+        The sequences as lists, in argument order.
+
+    Example
+    -------
+    >>> per_layer(kernel_sizes=(5, 3), dilations=(1, 2))
+    [[5, 3], [1, 2]]
+    """
+    if len({len(v) for v in options.values()}) > 1:
+        *first, last = options
+        raise ValueError(f"{', '.join(first)} and {last} must match in length")
+    return [list(v) for v in options.values()]
+
+
 def abs_lengths(lengths, max_len, device=None):
     """Converts relative lengths to absolute frame counts.
 
@@ -218,12 +242,9 @@ class TDNN(nn.Module):
         pooling=True,
     ):
         super().__init__()
-        if not len(channels) == len(kernel_sizes) == len(dilations):
-            raise ValueError(
-                "channels, kernel_sizes and dilations must match in length"
-            )
-        self.kernel_sizes = list(kernel_sizes)
-        self.dilations = list(dilations)
+        channels, self.kernel_sizes, self.dilations = per_layer(
+            channels=channels, kernel_sizes=kernel_sizes, dilations=dilations
+        )
         self.context = sum(d * (k - 1) for k, d in zip(kernel_sizes, dilations))
         self.pooling = pooling
         layers = []
