@@ -667,10 +667,10 @@ def main(argv=None):
     p.add_argument("--base_url", default=OPENSLR_URL,
                    help="folder URL holding <subset>.tar.gz (a mirror)")
     p.add_argument("--urls", help="URL list '<file name> <url> [checksum]' to "
-                   "download instead of --subsets")
+                   "download instead of --subsets (implies --download)")
     p.add_argument("--no-verify", "--no_verify", dest="verify", action="store_false",
                    help="download archives that have no known checksum")
-    p.add_argument("--train_subsets", nargs="+",
+    p.add_argument("--train_subsets", nargs="*",
                    help="default: every subset except dev-* / test-*")
     p.add_argument("--test_subsets", nargs="*",
                    help="subsets turned into trial lists (default: dev-* / test-*)")
@@ -695,7 +695,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     return prepare_librispeech(
         a.data_folder, a.librispeech, a.subsets if a.download else None, a.base_url,
-        a.urls if a.download else None, a.verify, a.train_subsets, a.test_subsets,
+        a.urls, a.verify, a.train_subsets, a.test_subsets,
         a.held_out_speakers, a.seed, a.nontarget_ratio, a.max_targets_per_speaker,
         a.min_half_seconds, a.noise, a.noise_chunk, a.n_rirs, a.mode,
         not a.no_check_audio, a.skip_invalid, a.force)
