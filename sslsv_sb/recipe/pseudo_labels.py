@@ -153,6 +153,42 @@ def ssl_eers(folder):
     }
 
 
+def write_pseudo_list(path, df, labels):
+    """Write the ``File,Speaker`` train list of stage 3.
+
+    Arguments
+    ---------
+    path : str
+        Output CSV.
+    df : pandas.DataFrame
+        The train list (``File`` as written there), in the embedding order.
+    labels : np.ndarray
+        ``(N,)`` pseudo-speaker ids; speaker ``pseudo_<id, 5 digits>``.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("File,Speaker\n")
+        for name, lab in zip(df["File"], labels):
+            f.write(f"{name},pseudo_{lab:05d}\n")
+    return path
+
+
+def summary(payload):
+    """One line: pseudo-speakers and, when known, NMI / ARI / purity."""
+    line = f"{payload['n_pseudo_speakers']} pseudo-speakers"
+    if "vs_true_speakers" in payload:
+        m = payload["vs_true_speakers"]
+        line += (
+            f" for {m['n_true_speakers']} true speakers: NMI {m['nmi']:.3f}, "
+            f"ARI {m['ari']:.3f}, purity {m['purity']:.3f}"
+        )
+    return line
+
+
 def main(argv):
     """Stage 2: embed, cluster, write the pseudo-label list and the SSL encoder.
 
@@ -202,11 +238,7 @@ def main(argv):
         max_iter=opts["kmeans_max_iter"],
     )
     os.makedirs(out, exist_ok=True)
-    csv_path = os.path.join(out, "pseudo_labels.csv")
-    with open(csv_path, "w", encoding="utf-8") as f:
-        f.write("File,Speaker\n")
-        for name, lab in zip(df["File"], labels):
-            f.write(f"{name},pseudo_{lab:05d}\n")
+    csv_path = write_pseudo_list(os.path.join(out, "pseudo_labels.csv"), df, labels)
     model = brain.inference_modules()[2]
     torch.save(model.state_dict(), os.path.join(out, "ssl_encoder.ckpt"))
 
@@ -232,14 +264,7 @@ def main(argv):
         payload["vs_true_speakers"] = label_metrics(labels, df[key].to_numpy())
     with open(os.path.join(out, "pseudo_labels.json"), "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=2)
-    summary = f"{payload['n_pseudo_speakers']} pseudo-speakers"
-    if "vs_true_speakers" in payload:
-        m = payload["vs_true_speakers"]
-        summary += (
-            f" for {m['n_true_speakers']} true speakers: NMI {m['nmi']:.3f}, "
-            f"ARI {m['ari']:.3f}, purity {m['purity']:.3f}"
-        )
-    print(summary)
+    print(summary(payload))
     print(f"pseudo-label list: {csv_path}")
     print(
         "stage 3: python recipes/VoxCeleb/SSL/train.py "
