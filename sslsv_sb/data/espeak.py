@@ -7,10 +7,11 @@ read-only parts are symbolic links to the wheel's data.
 
 Example
 -------
->>> synth = EspeakSynth()  # doctest: +SKIP
->>> wav = synth.synth("hello world", voice="en-us")  # doctest: +SKIP
->>> wav.dtype, synth.sample_rate  # doctest: +SKIP
-(dtype('float32'), 22050)
+>>> synth = EspeakSynth()
+>>> wav = synth.synth("hello world", voice="en-us")
+>>> wav.dtype, synth.sample_rate, wav.ndim
+(dtype('float32'), 22050, 1)
+>>> synth.close()
 """
 
 from __future__ import annotations
