@@ -40,14 +40,6 @@ class BYOLBrain(MomentumBrain):
 
     method_name = "byol"
 
-    def target_modules(self):
-        """``(compute_features, mean_var_norm, teacher_model)`` for :meth:`embed`."""
-        return (
-            self.modules.compute_features,
-            self.modules.mean_var_norm,
-            self.modules.teacher_model,
-        )
-
     def compute_forward(self, batch, stage):
         """Online predictions and target projections of both views.
 
@@ -69,7 +61,7 @@ class BYOLBrain(MomentumBrain):
         p1, p2 = (self.modules.predictor(self.modules.projector(y)) for y in ys)
         with torch.no_grad():
             _, ts = embed_views(
-                self, views, stage, modules=self.target_modules(), augmented=x
+                self, views, stage, modules=self.teacher_modules(), augmented=x
             )
             z1, z2 = (self.modules.teacher_projector(t).detach() for t in ts)
         return p1, p2, z1, z2

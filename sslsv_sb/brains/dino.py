@@ -121,21 +121,9 @@ class DINOBrain(SSPSMixin, MomentumBrain):
     method_name = "dino"
 
     # ------------------------------------------------------------------ modules
-    def teacher_modules(self):
-        """``(compute_features, mean_var_norm, teacher_model)`` for :meth:`embed`."""
-        return (
-            self.modules.compute_features,
-            self.modules.mean_var_norm,
-            self.modules.teacher_model,
-        )
-
     def inference_modules(self):
         """Evaluation embeddings come from the **teacher** encoder (DINO, sslsv)."""
-        return (
-            unwrap(self.modules.compute_features),
-            unwrap(self.modules.mean_var_norm),
-            unwrap(self.modules.teacher_model),
-        )
+        return tuple(unwrap(m) for m in self.teacher_modules())
 
     # ------------------------------------------------------------------ forward
     def crops(self, batch):

@@ -82,14 +82,6 @@ class MoCoBrain(SSPSMixin, MomentumBrain):
         """Query projector (identity without a ``projector`` module)."""
         return self.modules.projector(y) if "projector" in self.modules else y
 
-    def key_modules(self):
-        """``(compute_features, mean_var_norm, teacher_model)`` for :meth:`embed`."""
-        return (
-            self.modules.compute_features,
-            self.modules.mean_var_norm,
-            self.modules.teacher_model,
-        )
-
     def key_head(self, y):
         """Key projector (identity without a ``teacher_projector`` module)."""
         if "teacher_projector" in self.modules:
@@ -135,9 +127,8 @@ class MoCoBrain(SSPSMixin, MomentumBrain):
         q = self.query_head(q)  # (2B, D')
         with torch.no_grad():
             xs, idx_unshuffle = batch_shuffle(x)  # shuffle-BN
-            k = torch.cat(
-                [self.embed(c, modules=self.key_modules()) for c in xs.chunk(splits)]
-            )
+            keys = self.teacher_modules()
+            k = torch.cat([self.embed(c, modules=keys) for c in xs.chunk(splits)])
             k = batch_unshuffle(self.key_head(k), idx_unshuffle).detach()  # (2B, D')
         q1, q2 = q.chunk(2)
         k1, k2 = k.chunk(2)

@@ -57,6 +57,16 @@ class MomentumBrain(SSLBrain):
             for s, t in getattr(self.hparams, "momentum_pairs", [])
         ]
 
+    def teacher_modules(self):
+        """``(compute_features, mean_var_norm, teacher_model)`` for :meth:`embed`:
+        the teacher encoder behind the student's front-end (MoCo's key encoder,
+        BYOL's target, DINO's teacher)."""
+        return (
+            self.modules.compute_features,
+            self.modules.mean_var_norm,
+            self.modules.teacher_model,
+        )
+
     def current_tau(self):
         """Momentum for the current optimiser step."""
         start = float(getattr(self.hparams, "start_tau", 0.996))

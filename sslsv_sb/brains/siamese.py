@@ -84,20 +84,8 @@ class SiameseBrain(SSPSMixin, SSLBrain):
         return self.modules.projector(y) if "projector" in self.modules else y
 
     def compute_forward(self, batch, stage):
-        """Projections of both views.
-
-        Arguments
-        ---------
-        batch : PaddedBatch
-            ``batch.views`` ``(B, 2, L)``.
-        stage : sb.Stage
-            Augmentation in TRAIN.
-
-        Returns
-        -------
-        tuple of torch.Tensor
-            ``(z1, z2)``, each ``(B, D')``.
-        """
+        """``(z1, z2)``: the ``(B, D')`` projections of the two views of
+        ``batch.views (B, 2, L)`` (augmented in TRAIN)."""
         views = self.get_views(batch, n_views=2)  # (B, 2, L)
         if self.joint_views:
             y = self.embed(self.augment(self.view_major(views), stage))  # (2B, D)

@@ -10,19 +10,20 @@ working in yamls).
 """
 
 import torch
-from torch import nn
 
 from sslsv_sb.distributed import gather, rank
-from sslsv_sb.losses.infonce import info_nce
+from sslsv_sb.losses.infonce import InfoNCELoss, info_nce
 from sslsv_sb.models.heads import CPCHead
 
 
-class CPCLoss(nn.Module):
+class CPCLoss(InfoNCELoss):
     """CPC InfoNCE loss (arXiv 1807.03748) over predictions of :class:`CPCHead`.
 
     For each context position / direction ``s`` and step ``j``, sample ``b``'s
     prediction must pick its own future frame among the same-``(s, j)`` future frames
-    of every sample of the gathered batch. The loss is the mean over all ``(s, j, b)``.
+    of every sample of the gathered batch. The loss is the mean over all ``(s, j, b)``:
+    the :class:`~sslsv_sb.losses.infonce.InfoNCELoss` of every ``(s, j)`` problem,
+    with CPC's defaults (raw dot products, temperature 1).
 
     Arguments
     ---------
@@ -40,14 +41,10 @@ class CPCLoss(nn.Module):
     """
 
     def __init__(self, temperature=1.0, normalize=False):
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"CPCLoss: temperature must be > 0, got {temperature}")
-        self.temperature = temperature
-        self.normalize = normalize
+        super().__init__(temperature, normalize)
 
     def forward(self, predictions, targets):
-        """Compute the loss.
+        """InfoNCE of each prediction against the same-step targets of the batch.
 
         Arguments
         ---------
