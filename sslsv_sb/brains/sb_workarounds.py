@@ -11,7 +11,9 @@ names what it corrects; the measurements are in ``speechbrain_integration.md``:
 * the DDP training sampler -- ``core.py`` ``Brain._train_loader_specifics``;
 * atomic checkpoints and resume errors -- ``utils/checkpoints.py``
   ``Checkpointer.save_checkpoint`` and ``core.py`` ``Brain.on_fit_start``;
-* running counters in end-of-epoch checkpoints -- ``core.py`` ``Brain._fit_train``.
+* running counters in end-of-epoch checkpoints -- ``core.py`` ``Brain._fit_train``;
+* ``--optimizer_step_limit`` read as a string -- ``utils/run_opts.py``
+  ``RunOptions._create_parser`` gives options whose default is None no type.
 
 Nothing here is specific to a self-supervised method.
 """
@@ -43,6 +45,9 @@ class SpeechBrainWorkarounds(sb.Brain):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if isinstance(self.optimizer_step_limit, str):
+            # From the command line it is a str, and ``fit`` fails comparing it.
+            self.optimizer_step_limit = int(self.optimizer_step_limit)
         self.last_finite_loss = None
         self.skipped_steps = 0
         self._skip_this_step = False

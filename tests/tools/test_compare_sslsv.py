@@ -491,6 +491,24 @@ def test_train_log_parsing(tmp_path):
     ]
 
 
+def test_our_step_limit_from_the_command_line_is_an_int():
+    """``--optimizer_step_limit`` (our side of a partial-epoch budget) stops fit."""
+    import torch
+    from speechbrain.utils.run_opts import RunOptions
+
+    from sslsv_sb.brains.sb_workarounds import SpeechBrainWorkarounds
+
+    _, run_opts, _ = RunOptions.from_command_line_args(
+        ["x.yaml", "--optimizer_step_limit=3"]
+    )
+    brain = SpeechBrainWorkarounds(
+        modules={"m": torch.nn.Linear(1, 1)}, run_opts=run_opts
+    )
+    assert not brain._optimizer_step_limit_exceeded
+    brain.optimizer_step = 3
+    assert brain._optimizer_step_limit_exceeded
+
+
 def test_venv_commands_install_the_package_list(tmp_path):
     cmds = compare.venv_commands(str(tmp_path / "v"), base_python="python3")
     assert cmds[0] == ["python3", "-m", "venv", str(tmp_path / "v")]
