@@ -10,11 +10,8 @@ and verified the same way. Results: ``<output_folder>/language.{json,md}``.
 
 import json
 import os
-import re
 import subprocess
 import sys
-
-from hyperpyyaml import load_hyperpyyaml
 
 from sslsv_sb.data.language_trials import (
     make_language_trials,
@@ -25,6 +22,7 @@ from sslsv_sb.data.language_trials import (
 from sslsv_sb.data.lists import resolve
 from sslsv_sb.errors import SSLSVError
 from sslsv_sb.recipe.cli import pop_keys, split_flags
+from sslsv_sb.recipe.hparams import load_yaml, top_level_keys
 from sslsv_sb.recipe.models import extract_encoder
 from sslsv_sb.recipe.paths import VOXLINGUA_SSL, voxceleb_script
 
@@ -48,9 +46,8 @@ def _yaml_path(path):
 
 
 def _top_keys(path):
-    """Top-level keys of a yaml file (read as text: no object is built)."""
-    with open(path, encoding="utf-8") as f:
-        return set(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*):", f.read(), flags=re.M))
+    """Top-level keys of a yaml merged over its ``extends`` (no object is built)."""
+    return set(top_level_keys(path))
 
 
 def _override_keys(args):
@@ -74,17 +71,17 @@ def resolve_data(yaml_path, overrides):
         ``language_*`` keys after the embedded values).
     """
     given, _ = pop_keys(overrides, ["data_folder", "corpus_preset"])
+    top = _top_keys(yaml_path)
     lines = [
         f"{a[2:].split('=', 1)[0]}: {a.split('=', 1)[1]}"
         for a in overrides
-        if a.startswith("--")
-        and "=" in a
-        and a[2:].split("=", 1)[0] in _top_keys(yaml_path)
+        if a.startswith("--") and "=" in a and a[2:].split("=", 1)[0] in top
     ]
     try:
-        with open(yaml_path, encoding="utf-8") as f:
-            raw = load_hyperpyyaml(f, "\n".join(lines))
-    except Exception as err:  # noqa: BLE001 - any yaml / override problem
+        raw = load_yaml(yaml_path, "\n".join(lines))
+    except SSLSVError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any other yaml / override problem
         raise SSLSVError(f"{yaml_path}: cannot load with the overrides: {err}") from err
     keys = ("language_key", "language_train_list", "language_test_list")
     values = {k: raw.get(k) for k in keys}
