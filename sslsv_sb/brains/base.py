@@ -29,6 +29,7 @@ from speechbrain.utils.distributed import if_main_process
 from sslsv_sb.brains.sb_workarounds import SpeechBrainWorkarounds
 from sslsv_sb.distributed import rank, unwrap
 from sslsv_sb.errors import SSLSVError
+from sslsv_sb.schedules import cosine_warmup_lr
 from sslsv_sb.training import RNGState
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,46 @@ def _is_fixed_lr(group):
     return value is not None and value is not False
 
 
+@torch.no_grad()
+def clip_gradients_per_parameter(parameters, max_norm, eps=1e-6):
+    """Clip the gradient of each parameter to L2 norm ``max_norm`` on its own.
+
+    DINO's ``utils.clip_gradients`` (arXiv 2104.14294, and sslsv):
+    ``coef = max_norm / (||g|| + 1e-6)``,
+    ``g <- coef * g`` when ``coef < 1``. Unlike ``torch.nn.utils.clip_grad_norm_``,
+    the norm is per parameter, not over all parameters.
+
+    Arguments
+    ---------
+    parameters : iterable of torch.Tensor
+        Parameters (those without a gradient are skipped).
+    max_norm : float
+        Maximal gradient norm of each parameter.
+    eps : float
+        Added to the norm (DINO: 1e-6).
+
+    Returns
+    -------
+    list of torch.Tensor
+        The per-parameter gradient norms before clipping (0-d tensors).
+
+    Example
+    -------
+    >>> p = torch.nn.Parameter(torch.zeros(2)); p.grad = torch.tensor([3.0, 4.0])
+    >>> q = torch.nn.Parameter(torch.zeros(1)); q.grad = torch.tensor([0.5])
+    >>> _ = clip_gradients_per_parameter([p, q], 1.0)
+    >>> [round(float(x.grad.norm()), 4) for x in (p, q)]
+    [1.0, 0.5]
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return []
+    norms = torch._foreach_norm(grads)
+    coefs = [(max_norm / (n + eps)).clamp(max=1.0) for n in norms]
+    torch._foreach_mul_(grads, coefs)
+    return norms
+
+
 class SSLBrain(SpeechBrainWorkarounds, abc.ABC):
     """Base Brain for self-supervised (and supervised baseline) speaker encoders.
 
@@ -49,8 +90,11 @@ class SSLBrain(SpeechBrainWorkarounds, abc.ABC):
 
     Expected ``hparams``: ``epoch_counter``, optionally ``train_logger``,
     ``lr_annealing`` (``f(epoch) -> (old_lr, new_lr)``), ``lr_schedule``
-    (``f(step, total_steps) -> lr``), ``keep_checkpoints``, ``skip_nonfinite_steps``
-    and ``sync_batchnorm``
+    (``f(step, total_steps) -> lr``), ``warmup_cosine`` (with ``lr``,
+    ``warmup_epochs``, ``min_lr``: :meth:`warmup_cosine_lr` per step instead of
+    ``lr_annealing``), ``clip_grad`` (per-parameter gradient clipping, see
+    :func:`clip_gradients_per_parameter`), ``no_weight_decay_bias_norm``,
+    ``keep_checkpoints``, ``skip_nonfinite_steps`` and ``sync_batchnorm``
     (:class:`~sslsv_sb.brains.sb_workarounds.SpeechBrainWorkarounds`).
     """
 
@@ -298,6 +342,40 @@ class SSLBrain(SpeechBrainWorkarounds, abc.ABC):
             self.steps_per_epoch = len(loader)
         return loader
 
+    def warmup_cosine_lr(self, step, total_steps):
+        """Per-step LR: linear warm-up over ``warmup_epochs``, cosine to ``min_lr``.
+
+        ``schedules.cosine_warmup_lr`` with the warm-up converted from epochs to
+        optimiser steps (``lr`` is the peak LR; DINO, arXiv 2104.14294).
+        """
+        per_epoch = getattr(self, "steps_per_epoch", 0) // max(
+            1, self.grad_accumulation_factor
+        )
+        warmup = min(
+            total_steps, int(getattr(self.hparams, "warmup_epochs", 0)) * per_epoch
+        )
+        return cosine_warmup_lr(
+            step,
+            total_steps,
+            float(self.hparams.lr),
+            warmup_steps=warmup,
+            min_lr=float(getattr(self.hparams, "min_lr", 0.0)),
+        )
+
+    def on_before_optimizer_step(self):
+        """Per-parameter clipping to ``clip_grad`` (off when absent or 0), after the
+        global ``max_grad_norm`` clipping, on unscaled gradients."""
+        super().on_before_optimizer_step()
+        clip = getattr(self.hparams, "clip_grad", None)
+        if clip:
+            params = [
+                p
+                for opt in self.optimizers_dict.values()
+                for g in opt.param_groups
+                for p in g["params"]
+            ]
+            clip_gradients_per_parameter(params, float(clip))
+
     def total_optimizer_steps(self):
         """Optimiser steps of the whole run (for cosine schedules)."""
         per_epoch = getattr(self, "steps_per_epoch", 0) // max(
@@ -307,11 +385,18 @@ class SSLBrain(SpeechBrainWorkarounds, abc.ABC):
 
     # ------------------------------------------------------------------ stages
     def on_fit_start(self):
-        """Per-rank RNG, then the start (compile, DDP, optimisers, recovery).
+        """Per-step LR if asked, per-rank RNG, then the start (compile, DDP,
+        optimisers, recovery).
 
-        On-device random choices must differ across DDP ranks (``seed_everything``
-        seeds every rank alike).
+        ``warmup_cosine: True`` installs :meth:`warmup_cosine_lr` as the per-step
+        ``lr_schedule`` (run in :meth:`on_fit_batch_start`) and switches the
+        epoch-level ``lr_annealing`` off, so the two never fight. On-device random
+        choices must differ across DDP ranks (``seed_everything`` seeds every rank
+        alike).
         """
+        if getattr(self.hparams, "warmup_cosine", False):
+            self.hparams.lr_schedule = self.warmup_cosine_lr
+            self.hparams.lr_annealing = None
         seed = int(getattr(self.hparams, "seed", 0))
         torch.manual_seed(seed + 1000 * rank())
         super().on_fit_start()

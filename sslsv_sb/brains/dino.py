@@ -19,7 +19,8 @@ Optimisation (DINO code / sslsv): biases and norm parameters without weight deca
 parameter** is clipped to norm ``clip_grad`` (3.0) separately; the gradients of the
 head's last (weight-normalised) layer are dropped during the first
 ``freeze_last_layer`` epoch(s) (1). Optional per-step linear warm-up + cosine LR
-(``warmup_cosine: True``).
+(``warmup_cosine: True``). Per-parameter clipping and the warm-up + cosine LR are
+options of every Brain (:class:`~sslsv_sb.brains.base.SSLBrain`).
 
 sslsv's ECAPA headline ``dino_enc-ECAPATDNN-1024_proj-2048-BN-G-2048-BN-G-256-L2-65536
 _G-2x4_L-4x2_t-0.04``: 80 mel, head 2048-2048-256 -> 65536, tau_s 0.1, tau_t 0.04,
@@ -32,51 +33,11 @@ import torch
 from sslsv_sb.brains.momentum import MomentumBrain
 from sslsv_sb.brains.ssps import SSPSMixin
 from sslsv_sb.distributed import unwrap
-from sslsv_sb.schedules import cosine_warmup_lr
 
 
 def batch_size(batch):
     """Number of samples ``B`` of a batch (from ``batch.views``)."""
     return getattr(batch.views, "data", batch.views).shape[0]
-
-
-@torch.no_grad()
-def clip_gradients_per_parameter(parameters, max_norm, eps=1e-6):
-    """Clip the gradient of each parameter to L2 norm ``max_norm`` on its own.
-
-    DINO's ``utils.clip_gradients`` (and sslsv): ``coef = max_norm / (||g|| + 1e-6)``,
-    ``g <- coef * g`` when ``coef < 1``. Unlike ``torch.nn.utils.clip_grad_norm_``,
-    the norm is per parameter, not over all parameters.
-
-    Arguments
-    ---------
-    parameters : iterable of torch.Tensor
-        Parameters (those without a gradient are skipped).
-    max_norm : float
-        Maximal gradient norm of each parameter.
-    eps : float
-        Added to the norm (DINO: 1e-6).
-
-    Returns
-    -------
-    list of torch.Tensor
-        The per-parameter gradient norms before clipping (0-d tensors).
-
-    Example
-    -------
-    >>> p = torch.nn.Parameter(torch.zeros(2)); p.grad = torch.tensor([3.0, 4.0])
-    >>> q = torch.nn.Parameter(torch.zeros(1)); q.grad = torch.tensor([0.5])
-    >>> _ = clip_gradients_per_parameter([p, q], 1.0)
-    >>> [round(float(x.grad.norm()), 4) for x in (p, q)]
-    [1.0, 0.5]
-    """
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return []
-    norms = torch._foreach_norm(grads)
-    coefs = [(max_norm / (n + eps)).clamp(max=1.0) for n in norms]
-    torch._foreach_mul_(grads, coefs)
-    return norms
 
 
 class DINOBrain(SSPSMixin, MomentumBrain):
@@ -99,7 +60,8 @@ class DINOBrain(SSPSMixin, MomentumBrain):
     the global ``max_grad_norm: .inf``), ``freeze_last_layer`` (epochs),
     ``warmup_cosine`` (False: the yaml's epoch-level ``lr_annealing``, sslsv's x0.95
     every 5 epochs; True: per-step ``schedules.cosine_warmup_lr`` from ``lr`` down
-    to ``min_lr`` after ``warmup_epochs``), ``no_weight_decay_bias_norm``.
+    to ``min_lr`` after ``warmup_epochs``), ``no_weight_decay_bias_norm`` (all but
+    ``freeze_last_layer`` handled by :class:`~sslsv_sb.brains.base.SSLBrain`).
 
     SSPS (optional ``ssps`` module, arXiv 2501.17772, 2505.14561): the teacher
     outputs of the ``G`` global crops of an anchor are replaced by the stored
@@ -179,56 +141,12 @@ class DINOBrain(SSPSMixin, MomentumBrain):
         return loss
 
     # ------------------------------------------------------------------ optimisation
-    def warmup_cosine_lr(self, step, total_steps):
-        """Per-step LR: linear warm-up over ``warmup_epochs``, cosine to ``min_lr``.
-
-        ``schedules.cosine_warmup_lr`` with the warm-up converted from epochs to
-        optimiser steps (``lr`` is the peak LR).
-        """
-        per_epoch = getattr(self, "steps_per_epoch", 0) // max(
-            1, self.grad_accumulation_factor
-        )
-        warmup = min(
-            total_steps, int(getattr(self.hparams, "warmup_epochs", 0)) * per_epoch
-        )
-        return cosine_warmup_lr(
-            step,
-            total_steps,
-            float(self.hparams.lr),
-            warmup_steps=warmup,
-            min_lr=float(getattr(self.hparams, "min_lr", 0.0)),
-        )
-
-    def on_fit_start(self):
-        """``warmup_cosine: True`` installs the per-step LR (and drops the epoch one).
-
-        The per-step schedule runs in :meth:`SSLBrain.on_fit_batch_start`
-        (``hparams.lr_schedule(step, total_steps)``); the epoch-level
-        ``lr_annealing`` is switched off so the two never fight.
-        """
-        if getattr(self.hparams, "warmup_cosine", False):
-            self.hparams.lr_schedule = self.warmup_cosine_lr
-            self.hparams.lr_annealing = None
-        super().on_fit_start()
-
     def on_before_optimizer_step(self):
-        """Per-parameter clipping, then the last-layer freeze of the first epoch(s).
-
-        Called by :meth:`SSLBrain.optimizers_step` on unscaled gradients, after the
-        (normally disabled, ``max_grad_norm: .inf``) global clipping.
-        """
+        """Per-parameter clipping (base), then the last-layer freeze of the first
+        epoch(s), on unscaled gradients."""
         super().on_before_optimizer_step()
-        clip = getattr(self.hparams, "clip_grad", None)
-        if clip:
-            params = [
-                p
-                for opt in self.optimizers_dict.values()
-                for g in opt.param_groups
-                for p in g["params"]
-            ]
-            clip_gradients_per_parameter(params, float(clip))
         if self.epoch0() < int(getattr(self.hparams, "freeze_last_layer", 0)):
             unwrap(self.modules.head).cancel_last_layer_gradients()
 
 
-__all__ = ["DINOBrain", "clip_gradients_per_parameter"]
+__all__ = ["DINOBrain"]

@@ -16,8 +16,9 @@ from speechbrain.nnet.schedulers import StepScheduler
 from speechbrain.utils.epoch_loop import EpochCounter
 from torch import nn
 
+from sslsv_sb.brains.base import clip_gradients_per_parameter
 from sslsv_sb.brains.deepcluster import DeepClusterBrain, shard_indices
-from sslsv_sb.brains.dino import DINOBrain, clip_gradients_per_parameter
+from sslsv_sb.brains.dino import DINOBrain
 from sslsv_sb.brains.simsiam import SimSiamBrain
 from sslsv_sb.brains.swav import SwAVBrain
 from sslsv_sb.losses.deepcluster import DeepClusterLoss
