@@ -45,10 +45,10 @@ def _is_fixed_lr(group):
 def clip_gradients_per_parameter(parameters, max_norm, eps=1e-6):
     """Clip the gradient of each parameter to L2 norm ``max_norm`` on its own.
 
-    DINO's ``utils.clip_gradients`` (arXiv 2104.14294, and sslsv):
-    ``coef = max_norm / (||g|| + 1e-6)``,
-    ``g <- coef * g`` when ``coef < 1``. Unlike ``torch.nn.utils.clip_grad_norm_``,
-    the norm is per parameter, not over all parameters.
+    DINO's ``utils.clip_gradients`` (arXiv 2104.14294; sslsv does the same):
+    ``coef = max_norm / (||g|| + 1e-6)`` and ``g <- coef * g`` when ``coef < 1``.
+    Unlike ``torch.nn.utils.clip_grad_norm_``, the norm is per parameter, not over
+    all parameters.
 
     Arguments
     ---------
