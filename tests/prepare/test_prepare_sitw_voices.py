@@ -116,3 +116,24 @@ def test_voices_bad_audio(tmp_path):
     rep = prepare_voices(str(tmp_path / "data"), str(root), skip_missing=True,
                          verbose=False)
     assert any("skipped 1 trials" in line for line in rep.lines)
+
+
+def test_sitw_missing_keys(tmp_path):
+    root = make_sitw(tmp_path)
+    data = tmp_path / "data"
+    os.remove(root / "eval" / "keys" / "core-multi.lst")
+    rep = prepare_sitw(str(data), str(root), verbose=False)
+    assert any(line.endswith("eval/keys/core-multi.lst not found, skipped")
+               for line in rep.lines)
+    assert sorted(p.name for p in data.glob("sitw_*")) == [
+        "sitw_dev_core-core", "sitw_dev_core-multi", "sitw_eval_core-core"]
+    # enrolment lists are read only when the step runs: a finished step needs none
+    os.remove(root / "dev" / "lists" / "enroll-core.lst")
+    rep = prepare_sitw(str(data), str(root), verbose=False)
+    assert any("already done" in line for line in rep.lines)
+    with pytest.raises(SSLSVError, match=r"dev/lists/enroll-core.lst: enrolment list "
+                       "not found"):
+        prepare_sitw(str(data), str(root), force=True, verbose=False)
+    with pytest.raises(SSLSVError, match=r"sitw: no SITW key file found"):
+        prepare_sitw(str(tmp_path / "data2"), str(root), sets=("eval",),
+                     conditions=("core-multi",), verbose=False)

@@ -858,6 +858,66 @@ def key_to_trials(key_file, enrol_path, test_path, data_folder, out,
     return len(kept), skipped
 
 
+def key_trial_lists(data_folder, root, name, lists, mode="symlink", skip_missing=False,
+                    check_audio=True, force=False, verbose=True):
+    """Place a corpus distributed with trial keys and convert its keys to trial lists.
+
+    The flow of SITW and VOiCES: ``root`` is placed as ``data_folder/<name>``
+    (:func:`link_into`); a key file of ``lists`` that does not exist is logged and
+    left out (none left raises :class:`SSLSVError`); then, as the restartable step
+    ``<name>_trials``, every key file goes through :func:`key_to_trials`.
+
+    Arguments
+    ---------
+    data_folder : str
+        Output folder.
+    root : str
+        Corpus folder (already located).
+    name : str
+        Its name in ``data_folder``; also the report's name and the step's prefix.
+    lists : sequence of tuple
+        ``(key_file, paths, out)``: ``paths()`` returns the ``(enrol_path,
+        test_path)`` functions of :func:`key_to_trials` and is called only when the
+        step runs (it may read an enrolment list); ``out`` is the trial list's file
+        name in ``data_folder``.
+    mode : str
+        ``symlink``, ``copy`` or ``move`` for ``data_folder/<name>``.
+    skip_missing : bool
+        Drop and count trials with unknown ids or missing/invalid files.
+    check_audio : bool
+        Validate each trial file's audio.
+    force : bool
+        Redo even if done.
+    verbose : bool
+        Print progress.
+
+    Returns
+    -------
+    Report
+    """
+    report = Report(name, verbose)
+    os.makedirs(data_folder, exist_ok=True)
+    link_into(root, os.path.join(data_folder, name), mode)
+    todo = []
+    for key, paths, out in lists:
+        if os.path.isfile(key):
+            todo.append((key, paths, os.path.join(data_folder, out)))
+        else:
+            report.log(f"{key} not found, skipped")
+    if not todo:
+        raise SSLSVError(f"{root}: no {name.upper()} key file found")
+
+    def _run():
+        for key, paths, out in todo:
+            enrol_path, test_path = paths()
+            key_to_trials(key, enrol_path, test_path, data_folder, out, skip_missing,
+                          check_audio, report)
+
+    run_step(data_folder, f"{name}_trials", _run, report, force,
+             [out for _, _, out in todo])
+    return report
+
+
 def run_cli(main, argv=None):
     """Run a CLI ``main(argv)``: :class:`SSLSVError` -> one-line message, exit 1."""
     import sys

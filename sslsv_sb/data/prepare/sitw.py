@@ -11,13 +11,9 @@ lists ``sitw_{dev,eval}_core-{core,multi}`` with paths ``sitw/<set>/audio/<x>.fl
 """
 
 import os
+from functools import partial
 
-from sslsv_sb.data.prepare.common import (
-    Report,
-    key_to_trials,
-    link_into,
-    run_step,
-)
+from sslsv_sb.data.prepare.common import key_trial_lists
 from sslsv_sb.errors import SSLSVError, where
 
 SITW_SETS = ("dev", "eval")
@@ -54,10 +50,30 @@ def read_enroll_list(path):
     return out
 
 
+def sitw_paths(root, s):
+    """``(enrol_path, test_path)`` of SITW set ``s`` for :func:`key_to_trials`.
+
+    ``enrol_path(model id)`` is the model's enrolment file from
+    ``lists/enroll-core.lst`` (None for an unknown model) and ``test_path(field)``
+    the key's audio field, both as ``sitw/<s>/audio/<x>.flac``.
+    """
+    enroll = read_enroll_list(os.path.join(root, s, "lists", "enroll-core.lst"))
+
+    def enrol_path(m):
+        return f"sitw/{s}/{enroll[m]}" if m in enroll else None
+
+    def test_path(t):
+        return f"sitw/{s}/{t}"
+
+    return enrol_path, test_path
+
+
 def prepare_sitw(data_folder, sitw, mode="symlink", sets=SITW_SETS,
                  conditions=SITW_CONDITIONS, skip_missing=False, check_audio=True,
                  force=False, verbose=True):
     """Create SITW trial lists ``sitw_<set>_<condition>`` in ``data_folder``.
+
+    A missing key file is logged and skipped (none found raises).
 
     Arguments
     ---------
@@ -70,45 +86,15 @@ def prepare_sitw(data_folder, sitw, mode="symlink", sets=SITW_SETS,
         ``move``.
     sets, conditions : sequence of str
         Which lists to build.
-    skip_missing : bool
-        Drop and count trials with unknown models or missing/invalid files.
-    check_audio : bool
-        Validate each trial file's audio.
-    force : bool
-        Redo even if done.
-    verbose : bool
-        Print progress.
+    skip_missing, check_audio, force, verbose : bool
+        As in :func:`~sslsv_sb.data.prepare.common.key_trial_lists`.
 
     Returns
     -------
     Report
     """
-    report = Report("sitw", verbose)
     root = find_sitw_root(sitw)
-    os.makedirs(data_folder, exist_ok=True)
-    link_into(root, os.path.join(data_folder, "sitw"), mode)
-    todo = []
-    for s in sets:
-        for c in conditions:
-            key = os.path.join(root, s, "keys", f"{c}.lst")
-            if os.path.isfile(key):
-                todo.append((s, c, key))
-            else:
-                report.log(f"{key} not found, skipped")
-    if not todo:
-        raise SSLSVError(f"{root}: no SITW key file found")
-
-    def _run():
-        for s, c, key in todo:
-            enroll = read_enroll_list(os.path.join(root, s, "lists", "enroll-core.lst"))
-
-            def enrol_path(m, s=s, enroll=enroll):
-                return f"sitw/{s}/{enroll[m]}" if m in enroll else None
-
-            key_to_trials(key, enrol_path, lambda t, s=s: f"sitw/{s}/{t}", data_folder,
-                          os.path.join(data_folder, f"sitw_{s}_{c}"), skip_missing,
-                          check_audio, report)
-
-    outputs = [os.path.join(data_folder, f"sitw_{s}_{c}") for s, c, _ in todo]
-    run_step(data_folder, "sitw_trials", _run, report, force, outputs)
-    return report
+    lists = [(os.path.join(root, s, "keys", f"{c}.lst"), partial(sitw_paths, root, s),
+              f"sitw_{s}_{c}") for s in sets for c in conditions]
+    return key_trial_lists(data_folder, root, "sitw", lists, mode, skip_missing,
+                           check_audio, force, verbose)

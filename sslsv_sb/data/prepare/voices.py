@@ -12,8 +12,9 @@ trial list ``voices2019_dev`` with paths ``voices/sid_dev/...``.
 
 import os
 import re
+from functools import partial
 
-from sslsv_sb.data.prepare.common import Report, key_to_trials, link_into, run_step
+from sslsv_sb.data.prepare.common import key_trial_lists
 from sslsv_sb.errors import SSLSVError, where
 
 KEYS_DIR = "sid_dev_lists_and_keys"
@@ -61,12 +62,32 @@ def model_to_path(model):
     return f"sid_dev/sp{m.group(1)}/{model}.wav" if m else None
 
 
+def voices_paths(root):
+    """``(enrol_path, test_path)`` of the VOiCES key for :func:`key_to_trials`.
+
+    Enrolment files come from ``dev-enroll.lst`` when present, otherwise from the
+    model id (VOiCES model ids are the enrolment file names); paths are
+    ``voices/sid_dev/...``.
+    """
+    enroll_file = os.path.join(root, KEYS_DIR, "dev-enroll.lst")
+    enroll = read_voices_enroll(enroll_file, root) if os.path.isfile(
+        enroll_file) else None
+
+    def enrol_path(m):
+        p = enroll.get(m) if enroll is not None else model_to_path(m)
+        return f"voices/{p}" if p else None
+
+    def test_path(t):
+        return f"voices/{t}"
+
+    return enrol_path, test_path
+
+
 def prepare_voices(data_folder, voices, mode="symlink", skip_missing=False,
                    check_audio=True, force=False, verbose=True):
     """Create ``voices2019_dev`` in ``data_folder``.
 
-    Enrolment files come from ``dev-enroll.lst`` when present, otherwise from the
-    model id (VOiCES model ids are the enrolment file names).
+    Enrolment files as in :func:`voices_paths`.
 
     Arguments
     ---------
@@ -77,37 +98,15 @@ def prepare_voices(data_folder, voices, mode="symlink", skip_missing=False,
         ``sid_dev_lists_and_keys``).
     mode : str
         ``symlink``, ``copy`` or ``move`` for ``data_folder/voices``.
-    skip_missing : bool
-        Drop and count trials with unknown ids or missing/invalid files.
-    check_audio : bool
-        Validate each trial file's audio.
-    force : bool
-        Redo even if done.
-    verbose : bool
-        Print progress.
+    skip_missing, check_audio, force, verbose : bool
+        As in :func:`~sslsv_sb.data.prepare.common.key_trial_lists`.
 
     Returns
     -------
     Report
     """
-    report = Report("voices", verbose)
     root = find_voices_root(voices)
-    os.makedirs(data_folder, exist_ok=True)
-    link_into(root, os.path.join(data_folder, "voices"), mode)
     key = os.path.join(root, KEYS_DIR, "dev-trial-keys.lst")
-    enroll_file = os.path.join(root, KEYS_DIR, "dev-enroll.lst")
-    out = os.path.join(data_folder, "voices2019_dev")
-
-    def _run():
-        enroll = read_voices_enroll(enroll_file, root) if os.path.isfile(
-            enroll_file) else None
-
-        def enrol_path(m):
-            p = enroll.get(m) if enroll is not None else model_to_path(m)
-            return f"voices/{p}" if p else None
-
-        key_to_trials(key, enrol_path, lambda t: f"voices/{t}", data_folder, out,
-                      skip_missing, check_audio, report)
-
-    run_step(data_folder, "voices_trials", _run, report, force, [out])
-    return report
+    return key_trial_lists(data_folder, root, "voices",
+                           [(key, partial(voices_paths, root), "voices2019_dev")],
+                           mode, skip_missing, check_audio, force, verbose)
