@@ -55,8 +55,6 @@ logger = logging.getLogger(__name__)
 EXTENDS = "extends"
 _INCLUDE = re.compile(r"!include:([^\s,\]\}#]+)")
 _MERGED_DIRS = []
-
-
 _REF = re.compile(r"<([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -136,6 +134,12 @@ def _read_blocks(path):
     folder = os.path.dirname(path)
     blocks, header = [], []
     prologue = lines[: starts[0]] if starts else lines
+    # A document start (`---`, `%YAML` directives) is only valid at the very top.
+    prologue = [
+        line
+        for line in prologue
+        if line.rstrip() not in ("---", "...") and not line.startswith("%")
+    ]
     for i, key in enumerate(doc):
         end = starts[i + 1] if i + 1 < len(starts) else len(lines)
         region = lines[starts[i] : end]
@@ -269,11 +273,10 @@ def merged_text(hparams_file):
     merged = [p for p in seen if p != path]  # merge order
     note = []
     if bases:
+        names = ", ".join(os.path.relpath(p, os.path.dirname(path)) for p in merged)
         note = [
-            f"# Merged by sslsv_sb.recipe.hparams from {path}\n",
-            "# over (its keys win): "
-            + ", ".join(os.path.relpath(p, os.path.dirname(path)) for p in merged)
-            + "\n",
+            f"# Merged by sslsv_sb.recipe.hparams: {path}\n",
+            f"# over {names} (in this order; later files win)\n",
         ]
     entries = _hoist_plain(entries)
     body = "".join("".join(e.body) if isinstance(e, _Block) else e for e in entries)

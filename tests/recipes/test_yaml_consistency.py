@@ -163,6 +163,11 @@ def test_missing_defaults_file_names_it(yamls):
         load_yaml(str(yamls / "method.yaml"), "")
 
 
+def test_document_marker_of_a_default_is_dropped(yamls):
+    (yamls / "base.yaml").write_text("%YAML 1.2\n---\n" + BASE)
+    assert load_yaml(str(yamls / "method.yaml"), "")["epochs"] == 3
+
+
 def test_circular_extends_is_an_error(yamls):
     (yamls / "base.yaml").write_text("extends: method.yaml\n" + BASE)
     with pytest.raises(SSLSVError, match="circular"):
