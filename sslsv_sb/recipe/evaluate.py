@@ -53,18 +53,10 @@ def _untrained_missing(hparams, out):
 
 
 def main(argv):
-    """Evaluate a trained run.
+    """Evaluate a trained run: ``argv`` -> the ``verification.json`` payload (dict).
 
-    Arguments
-    ---------
-    argv : list of str
-        ``[hparams file, --key=value, ...]``: the flags of :data:`EVAL_FLAGS`, yaml
-        overrides and SpeechBrain run options.
-
-    Returns
-    -------
-    dict
-        The ``verification.json`` payload.
+    ``argv`` is ``[hparams file, --key=value, ...]``: the flags of
+    :data:`EVAL_FLAGS`, yaml overrides and SpeechBrain run options.
     """
     opts, rest = split_flags(argv, EVAL_FLAGS)
     _, run_opts, _, hparams = load_hparams(rest, recipe_dir=str(VOXCELEB_SSL))

@@ -916,17 +916,3 @@ def key_trial_lists(data_folder, root, name, lists, mode="symlink", skip_missing
     run_step(data_folder, f"{name}_trials", _run, report, force,
              [out for _, _, out in todo])
     return report
-
-
-def run_cli(main, argv=None):
-    """Run a CLI ``main(argv)``: :class:`SSLSVError` -> one-line message, exit 1."""
-    import sys
-
-    try:
-        main(argv)
-    except SSLSVError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print("interrupted: re-run the same command to resume", file=sys.stderr)
-        raise SystemExit(130) from None
