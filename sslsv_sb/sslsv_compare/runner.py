@@ -30,7 +30,6 @@ Usage (normally through ``tools/compare_sslsv.py``)::
 """
 
 import argparse
-import copy
 import dataclasses
 import enum
 import importlib.util
@@ -233,6 +232,27 @@ class StepLimitedLoader:
         return getattr(self.loader, name)
 
 
+def restore_initial(method, initial):
+    """Load the initial state back into ``method`` (after the trained evaluation).
+
+    Only buffers registered during training (e.g. SwAV's queue, created in
+    ``on_train_start``) may be missing from ``initial``; they do not take part in
+    embedding extraction.
+
+    Raises
+    ------
+    RuntimeError
+        If a parameter or a buffer of the encoders is missing, or a key is unknown.
+    """
+    missing, unexpected = method.load_state_dict(initial, strict=False)
+    params = {name for name, _ in method.named_parameters()}
+    bad = [k for k in missing if k in params or k.startswith("encoder")]
+    if bad or unexpected:
+        raise RuntimeError(
+            f"cannot restore the initial state: missing {bad}, unexpected {unexpected}"
+        )
+
+
 def _parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="config.yml (relative)")
@@ -356,7 +376,9 @@ def main(argv=None):
         _write_json(out / "runner.json", payload)
         return payload
 
-    untrained = copy.deepcopy(model)  # the seeded initialisation, before any step
+    # The seeded initialisation, before any step (a state copy: modules with
+    # weight_norm, e.g. DINO's head and SwAV's prototypes, cannot be deep-copied).
+    initial = {k: v.detach().clone() for k, v in model.module.state_dict().items()}
     limited = StepLimitedLoader(loader, args.max_steps)
     trainer = TimedTrainer(
         model=model,
@@ -377,9 +399,11 @@ def main(argv=None):
             payload["epochs_log"] = json.load(f)
 
     payload["own_metrics"] = {}
-    for tag, net in (("untrained", untrained), ("trained", model)):
+    for tag in ("trained", "untrained"):
+        if tag == "untrained":
+            restore_initial(model.module, initial)
         start = time.perf_counter()
-        ids, emb, own = _embed_and_score(net, config, args.trials, device)
+        ids, emb, own = _embed_and_score(model, config, args.trials, device)
         np.savez(out / f"embeddings_{tag}.npz", ids=np.asarray(ids), emb=emb)
         own["seconds"] = time.perf_counter() - start
         payload["own_metrics"][tag] = own

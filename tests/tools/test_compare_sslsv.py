@@ -437,6 +437,27 @@ def test_step_limited_loader_stops_across_epochs():
     assert list(runner.StepLimitedLoader(Loader(range(3)))) == [0, 1, 2]
 
 
+def test_restore_initial_state_tolerates_buffers_added_in_training():
+    import torch
+
+    class Method(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = torch.nn.Linear(2, 2)
+            self.head = torch.nn.utils.weight_norm(torch.nn.Linear(2, 3))
+
+    method = Method()
+    initial = {k: v.detach().clone() for k, v in method.state_dict().items()}
+    with torch.no_grad():
+        method.encoder.weight.add_(1.0)
+    method.register_buffer("queue", torch.ones(4))  # as SwAV's on_train_start
+    runner.restore_initial(method, initial)
+    assert torch.equal(method.encoder.weight, initial["encoder.weight"])
+    del initial["encoder.bias"]
+    with pytest.raises(RuntimeError, match="encoder.bias"):
+        runner.restore_initial(method, initial)
+
+
 # ------------------------------------------------------------------------- compare
 def test_scoring_is_the_same_code_for_both_toolkits(tmp_path):
     from sslsv_sb.data.lists import Trials
@@ -558,14 +579,29 @@ def test_sslsv_loads_every_mapped_value(method, encoder, tiny_corpus, tmp_path):
     assert out["check"] == "ok" and out["sslsv_folder_unchanged"]
 
 
+# Small models; DINO and SwAV have weight-normalised layers and SwAV a queue buffer
+# created at train start (the untrained state is restored around them).
+E2E = {
+    "simclr": [],
+    "dino": [
+        "local_length=4000",
+        "head_hidden_dim=64",
+        "head_bottleneck_dim=16",
+        "head_out_dim=32",
+    ],
+    "swav": ["proj_hidden_dim=64", "proj_out_dim=16", "n_prototypes=8"],
+}
+
+
 @needs_sslsv
 @pytest.mark.slow
-def test_end_to_end_on_the_tiny_corpus(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("method", sorted(E2E))
+def test_end_to_end_on_the_tiny_corpus(method, tiny_corpus, tmp_path):
     out = tmp_path / "cmp"
     payload = compare.main(
         [
             "--method",
-            "simclr",
+            method,
             "--data_folder",
             str(tiny_corpus),
             "--steps",
@@ -584,6 +620,7 @@ def test_end_to_end_on_the_tiny_corpus(tiny_corpus, tmp_path):
             "channels=[32,32,32,32,96]",
             "emb_dim=32",
             "n_mels=40",
+            *E2E[method],
         ]
     )
     rows = {r["toolkit"]: r for r in payload["report"]}
