@@ -471,6 +471,10 @@ def run_sslsv(ctx, dry_run=False):
 def our_command(ctx):
     """Our ``train.py`` command line with every setting explicit."""
     args = ctx["args"]
+    if not os.path.isfile(TRAIN_PY):
+        raise SSLSVError(
+            f"{TRAIN_PY} not found: run the tool from a repository checkout"
+        )
     return [
         sys.executable,
         TRAIN_PY,
