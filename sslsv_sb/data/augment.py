@@ -12,7 +12,8 @@ Banks are read once from MUSAN-like folders (``<noise_folder>/{noise,music,speec
 and an RIR folder (``<rir_folder>/**/*.wav``), each capped to ``max_files`` random files
 of at most ``max_seconds`` (MUSAN does not fit in memory; the subset is re-drawn with
 :meth:`ViewAugment.reload` if wanted). Default SNR ranges follow sslsv
-(noise 0-15 dB, speech 13-20 dB with 3-7 babble speakers, music 5-15 dB).
+(noise 0-15 dB, speech 13-20 dB, music 5-15 dB; one file per view, as sslsv, whose
+3-7 speaker babble is commented out: ``babble=(3, 7)`` restores the Kaldi recipe).
 """
 
 import glob
@@ -121,7 +122,7 @@ class ViewAugment(nn.Module):
         snr_noise=(0.0, 15.0),
         snr_music=(5.0, 15.0),
         snr_speech=(13.0, 20.0),
-        babble=(3, 7),
+        babble=(1, 1),
         eq_prob=0.0,
         max_files=500,
         max_seconds=8.0,

@@ -92,7 +92,7 @@ OUR_AUGMENT_CONSTANTS = {
     "snr_noise": [0, 15],
     "snr_music": [5, 15],
     "snr_speech": [13, 20],
-    "babble": [3, 7],
+    "babble": [1, 1],
 }
 
 #: Projector shared by the Siamese-family recipes (Linear-BN-ReLU x2 + Linear).
@@ -694,9 +694,10 @@ def _map_encoder(b, encoder):
     b.same("n_mels", "encoder.mel_n_mels", _INT, "mel bins")
     b.info(
         "features",
-        "Fbank (SpeechBrain) + sentence mean norm",
-        "MelSpectrogram log + InstanceNorm",
-        note="front-ends differ by design (docs/sslsv_comparison.md)",
+        "Fbank (SpeechBrain, 512-pt FFT, dB) + per-bin mean and variance norm",
+        "MelSpectrogram (512-pt FFT) ln + InstanceNorm (per-bin mean and variance)",
+        note="same normalisation; log base and top_db clip differ "
+        "(docs/sslsv_comparison.md)",
     )
 
 

@@ -157,31 +157,12 @@ ALLOWED = {
 # Differences found by this test, reported to the yaml owner (issue 14), awaiting a
 # yaml change: yaml -> {hyper-parameter: what sslsv has}.
 REPORTED = {
-    "moco_margins_ecapa.yaml": {
-        # every sslsv MoCo margins config sets queue_size: 32768 (the yaml's banner
-        # and value say "MoCo default Q 65536")
-        "queue_size": "sslsv: 32768",
-    },
     "ssps_dino_ecapa.yaml": {
         # sslsv's SSPS DINO configs use mel_win_fn: hann; SpeechBrain's Fbank has a
         # fixed Hamming window (no yaml knob yet)
         "front_end.window": "sslsv: hann",
     },
-    "lim_resnet34.yaml": {
-        # sslsv's LIM "nce" puts the negatives of the whole batch in every anchor's
-        # denominator: LIMLoss(nce_denominator="batch") (the yaml keeps "own")
-        "loss.objective": "sslsv: ('nce', 'batch')",
-    },
 }
-# SpeechBrain's Fbank (encoders/*.yaml) takes a 400-point FFT of the 25 ms window;
-# sslsv zero-pads it to 512 points (Fbank accepts n_fft: 512).
-for _name in REFERENCES:
-    if _name != "simclr_sincnet.yaml":  # waveform front-end
-        REPORTED.setdefault(_name, {})["front_end.n_fft"] = "sslsv: 512"
-# sslsv adds ONE MUSAN speech file (musan_speech_num (1, 1), its (3, 7) commented
-# out); blocks/augment.yaml sums 3-7 (babble), believing it follows sslsv.
-for _name in REFERENCES:
-    REPORTED.setdefault(_name, {})["augmentation.counts"] = "sslsv: (1, 1) speech"
 
 
 # --------------------------------------------------------------------------- sslsv
@@ -455,6 +436,8 @@ def sslsv_values(cfg, src):
         v["front_end.hop_length"] = e["mel_hop_length"]
         v["front_end.window"] = e["mel_win_fn"]
         v["front_end.sample_rate"] = e["mel_sample_rate"]
+        # sslsv: InstanceNorm1d over time on the log-mels (mean and variance per bin)
+        v["front_end.norm"] = "mean+var"
     else:
         v["front_end"] = "waveform"
     v["encoder"] = e["__type__"]
@@ -703,6 +686,9 @@ OURS = {
         "waveform"
         if not hasattr(h["modules"]["compute_features"], "compute_STFT")
         else "mel"
+    ),
+    "front_end.norm": lambda h: (
+        "mean+var" if h["modules"]["mean_var_norm"].std_norm else "mean"
     ),
     "front_end.n_mels": lambda h: (
         h["modules"]["compute_features"].compute_fbanks.n_mels

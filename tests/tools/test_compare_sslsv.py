@@ -218,7 +218,8 @@ def test_siamese_methods_do_not_pad_to_the_dino_length():
     assert data["ssl_dino_global_length"] == data["ssl_dino_local_length"] == 24000
 
 
-def test_babble_is_capped_by_the_speech_files_sslsv_can_sample():
+def test_babble_is_capped_by_the_speech_files_sslsv_can_sample(monkeypatch):
+    monkeypatch.setitem(mapping.OUR_AUGMENT_CONSTANTS, "babble", [3, 7])
     bank = dict(BANK, speech=3)
     *_, result = _mapping_for("simclr", "ecapa", bank=bank)
     assert result.fixups["dataset.augmentation.musan_speech_num"] == [3, 3]
