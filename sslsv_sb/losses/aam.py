@@ -133,5 +133,5 @@ class AAMSoftmaxLoss(nn.Module):
         loss = self.loss_fn(cos.unsqueeze(1), labels.unsqueeze(1))  # (B,1,C), (B,1)
         with torch.no_grad():
             acc = (cos.argmax(dim=1) == labels).float().mean()
-            self.last_metrics = {"loss": loss.detach().item(), "accuracy": acc.item()}
+            self.last_metrics = {"loss": loss.detach(), "accuracy": acc}  # no host sync
         return loss

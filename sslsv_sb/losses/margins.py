@@ -448,15 +448,15 @@ class MarginNTXentLoss(nn.Module):
         with torch.no_grad():
             acc = (logits.argmax(dim=1) < P).float().mean()
             self.last_metrics = {
-                "loss": loss.detach().item(),
-                "accuracy": acc.item(),
+                "loss": loss.detach(),
+                "accuracy": acc,
                 # MagFace: mean of the per-anchor margins m(a)
                 "margin": self.margin_fn.stats.get(
                     "magface_margin", float(self.margin_fn.effective_margin(K))
                 ),
-                "pos_cos": pos.detach().mean().item(),
-                "neg_cos": neg.detach().mean().item(),
-                "norm": norms.detach().mean().item(),
+                "pos_cos": pos.detach().mean(),
+                "neg_cos": neg.detach().mean(),
+                "norm": norms.detach().mean(),
                 **self.margin_fn.stats,
             }
             if reg.requires_grad or float(reg) != 0.0:
