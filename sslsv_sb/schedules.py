@@ -123,3 +123,48 @@ def cosine_warmup_lr(step, total_steps, base_lr, warmup_steps=0, min_lr=0.0):
     span = max(total_steps - warmup_steps, 1)
     progress = min(max((step - warmup_steps) / span, 0.0), 1.0)
     return min_lr + (base_lr - min_lr) * (1 + math.cos(math.pi * progress)) / 2
+
+
+class EpochStepDecay:
+    """Step decay of the learning rate per epoch, counted as sslsv counts it.
+
+    0-based epoch ``k`` trains at ``initial_value * decay_factor ** (k // decay_drop)``
+    (sslsv's ``default`` schedule: x0.95 every 5 epochs, first drop before 0-based
+    epoch 5). SpeechBrain's ``StepScheduler`` uses ``floor((1 + e) / decay_drop)`` with
+    the 1-based epoch it is called with, which drops one epoch earlier (before 0-based
+    epoch 4); this class keeps SpeechBrain's calling convention and sslsv's epochs.
+
+    Arguments
+    ---------
+    initial_value : float
+        Learning rate of the first epoch.
+    decay_factor : float
+        Multiplier applied every ``decay_drop`` epochs.
+    decay_drop : int
+        Number of epochs between two drops.
+
+    Example
+    -------
+    >>> sched = EpochStepDecay(1.0, 0.5, 5)
+    >>> [sched(e)[1] for e in range(1, 11)]  # LR of 0-based epochs 1..10
+    [1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.25]
+    """
+
+    def __init__(self, initial_value, decay_factor=0.95, decay_drop=5):
+        if int(decay_drop) < 1:
+            raise ValueError(f"decay_drop must be >= 1, got {decay_drop}")
+        self.initial_value = float(initial_value)
+        self.decay_factor = float(decay_factor)
+        self.decay_drop = int(decay_drop)
+
+    def value(self, epoch0):
+        """Learning rate of 0-based epoch ``epoch0``."""
+        return self.initial_value * self.decay_factor ** (int(epoch0) // self.decay_drop)
+
+    def __call__(self, current_epoch):
+        """``(lr of the epoch that ended, lr of the next one)``.
+
+        ``current_epoch`` is SpeechBrain's 1-based epoch that just ended, i.e. the
+        0-based index of the next epoch.
+        """
+        return self.value(current_epoch - 1), self.value(current_epoch)

@@ -370,15 +370,20 @@ def make_budget(n_train, batch_size, steps=None, epochs=None):
     return Budget(n_train, batch_size, per_epoch, epochs, epochs * per_epoch)
 
 
-def lr_drop_epochs_ours(epochs, drop=5):
+def lr_drop_epochs_ours(epochs, drop=5, scheduler=None):
     """0-based epochs at which our step LR schedule lowers the learning rate.
 
-    The recipes' ``lr_annealing`` (SpeechBrain ``StepScheduler``, factor 0.95,
-    ``decay_drop`` 5) is called at the end of each 1-based epoch ``e`` and sets the
-    next epoch's LR to ``lr * 0.95 ** floor((1 + e) / 5)``, so 0-based epoch ``k``
-    trains at exponent ``floor((k + 1) / 5)``: the first drop is at ``k = 4``.
+    Simulates how ``SSLBrain.on_stage_end`` uses the recipes' ``lr_annealing``
+    (:class:`sslsv_sb.schedules.EpochStepDecay` in ``blocks/optim.yaml``, factor 0.95,
+    ``decay_drop`` 5): called with the 1-based epoch ``e`` that ended, it sets the LR of
+    0-based epoch ``e``. ``scheduler`` defaults to that schedule.
     """
-    return [k for k in range(1, epochs) if (k + 1) // drop > k // drop]
+    if scheduler is None:
+        from sslsv_sb.schedules import EpochStepDecay
+
+        scheduler = EpochStepDecay(1.0, 0.95, drop)
+    lrs = [1.0] + [scheduler(e)[1] for e in range(1, epochs)]
+    return [k for k in range(1, epochs) if lrs[k] < lrs[k - 1]]
 
 
 def lr_drop_epochs_sslsv(epochs, drop=5):
@@ -657,7 +662,7 @@ def _map_optim(b, method, budget):
         b.put("trainer.learning_rate_sched", "default")
         b.info(
             "LR schedule",
-            "x0.95 every 5 epochs (lr_annealing: StepScheduler)",
+            "x0.95 every 5 epochs (lr_annealing: EpochStepDecay)",
             "default (x0.95 every 5 epochs)",
         )
         ours_drops = lr_drop_epochs_ours(budget.epochs)
@@ -667,7 +672,7 @@ def _map_optim(b, method, budget):
             ours_drops,
             sslsv_drops,
             same=ours_drops == sslsv_drops,
-            note="SpeechBrain StepScheduler decays one epoch earlier",
+            note="our lr_annealing drops at other epochs",
         )
     b.sslsv_only(
         "trainer.mixed_precision", False, "mixed precision", "precision (below)"

@@ -250,21 +250,24 @@ def test_budget():
     assert args[-2:] == ["--number_of_epochs=1", "--optimizer_step_limit=10"]
 
 
-def test_lr_drops_follow_speechbrain_and_sslsv():
-    """Both formulas against the schedules they describe."""
+def test_lr_drops_follow_the_recipe_schedule_and_sslsv():
+    """Both formulas against the schedules they describe; the recipes' schedule
+    drops at sslsv's epochs (SpeechBrain's StepScheduler would drop one earlier)."""
     from speechbrain.nnet.schedulers import StepScheduler
 
+    from sslsv_sb.recipe.hparams import load_yaml
+
     epochs = 16
-    sched = StepScheduler(initial_value=1.0, decay_factor=0.95, decay_drop=5)
-    lrs = [1.0]  # epoch 1 trains at the initial value; lr_annealing(e) sets e + 1
-    for e in range(1, epochs):
-        lrs.append(sched(e)[1])
-    ours = [k for k in range(1, epochs) if lrs[k] < lrs[k - 1]]
-    assert mapping.lr_drop_epochs_ours(epochs) == ours == [4, 9, 14]
+    tiny = {"lr": 1.0, "channels": [8, 8, 8, 8, 24], "emb_dim": 8}
+    recipe = load_yaml(str(HPARAMS / "simclr_ecapa.yaml"), tiny)
+    ours = mapping.lr_drop_epochs_ours(epochs, scheduler=recipe["lr_annealing"])
+    assert ours == mapping.lr_drop_epochs_ours(epochs) == [5, 10, 15]
     # sslsv BaseMethod.update_optim "default": init_lr * 0.95 ** (epoch // 5)
     sslsv = [0.95 ** (k // 5) for k in range(epochs)]
     drops = [k for k in range(1, epochs) if sslsv[k] < sslsv[k - 1]]
-    assert mapping.lr_drop_epochs_sslsv(epochs) == drops == [5, 10, 15]
+    assert mapping.lr_drop_epochs_sslsv(epochs) == drops == ours
+    sb_step = StepScheduler(initial_value=1.0, decay_factor=0.95, decay_drop=5)
+    assert mapping.lr_drop_epochs_ours(epochs, scheduler=sb_step) == [4, 9, 14]
 
 
 def test_cli_values():
