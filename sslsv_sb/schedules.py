@@ -159,7 +159,8 @@ class EpochStepDecay:
 
     def value(self, epoch0):
         """Learning rate of 0-based epoch ``epoch0``."""
-        return self.initial_value * self.decay_factor ** (int(epoch0) // self.decay_drop)
+        exponent = int(epoch0) // self.decay_drop
+        return self.initial_value * self.decay_factor**exponent
 
     def __call__(self, current_epoch):
         """``(lr of the epoch that ended, lr of the next one)``.
