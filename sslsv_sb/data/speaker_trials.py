@@ -9,10 +9,14 @@ session), :func:`build_speaker_trials` writes a ``label enrol test`` trial list:
   * ``cross_session``: two utterances from different sessions (chapters), when the
     speaker has at least two;
   * ``same_session``: two different utterances of the one session the speaker has;
-  * ``split_half``: when the speaker has a single utterance, its two halves, written
-    as separate files ``<halves_dir>/<speaker>/<utterance>_a.wav`` / ``_b.wav`` so the
-    scoring code sees two files. Such targets share the session and the recording
-    conditions, so their EER is optimistic (the report counts each kind).
+  * ``split_half``: when the speaker has a single utterance, pairs of its parts: the
+    utterance is cut into ``split_parts`` equal parts (two halves by default), written
+    as separate files ``<halves_dir>/<speaker>/<utterance>_<i>of<k>.wav`` so the
+    scoring code sees ``k`` files and ``k (k - 1) / 2`` target pairs. Such targets
+    share the session and the recording conditions, so their EER is optimistic (the
+    report counts each kind). More parts give more (shorter, correlated) targets: on
+    a corpus with one utterance per speaker, two halves give one target per speaker,
+    too few for a stable EER.
 
   At most ``max_targets_per_speaker`` pairs per speaker, uniform over its valid pairs.
 - **non-targets**: ``round(nontarget_ratio * targets)`` distinct pairs of files of two
@@ -118,11 +122,17 @@ def _group(rows):
     return dict(sorted(groups.items()))
 
 
-def half_paths(file, speaker, halves_dir):
-    """Paths (relative like ``halves_dir``) of the two halves of ``file``."""
+def part_paths(file, speaker, halves_dir, parts=2):
+    """Paths (relative like ``halves_dir``) of the ``parts`` equal parts of ``file``.
+
+    Example
+    -------
+    >>> part_paths("x/19-198-0001.flac", "19", "h", 3)[1:]
+    ['h/19/19-198-0001_2of3.wav', 'h/19/19-198-0001_3of3.wav']
+    """
     stem = os.path.splitext(os.path.basename(file))[0]
     base = f"{halves_dir}/{speaker}/{stem}"
-    return f"{base}_a.wav", f"{base}_b.wav"
+    return [f"{base}_{i}of{parts}.wav" for i in range(1, int(parts) + 1)]
 
 
 def plan_speaker_trials(
@@ -132,6 +142,7 @@ def plan_speaker_trials(
     max_targets_per_speaker=50,
     halves_dir="halves",
     exclude_speakers=(),
+    split_parts=2,
 ):
     """Choose the target and non-target pairs (no file is read or written).
 
@@ -146,9 +157,12 @@ def plan_speaker_trials(
     max_targets_per_speaker : int or None
         Cap on the target pairs of one speaker (None: every valid pair).
     halves_dir : str
-        Folder of the split-half files (see :func:`half_paths`).
+        Folder of the split-utterance files (see :func:`part_paths`).
     exclude_speakers : collection of str
         Speakers left out entirely (e.g. an utterance too short to halve).
+    split_parts : int or dict
+        Parts a single utterance is cut into (>= 2), or ``{speaker: parts}`` for the
+        single-utterance speakers (missing speakers: 2).
 
     Returns
     -------
@@ -173,22 +187,32 @@ def plan_speaker_trials(
         raise SSLSVError(
             f"max_targets_per_speaker must be >= 1, got {max_targets_per_speaker}"
         )
+    if isinstance(split_parts, dict):
+        parts_of = {str(k): int(v) for k, v in split_parts.items()}
+        default_parts = 2
+    else:
+        parts_of, default_parts = {}, int(split_parts)
+    bad = [(s, k) for s, k in [("*", default_parts), *parts_of.items()] if k < 2]
+    if bad:
+        raise SSLSVError(f"split_parts must be >= 2, got {bad[0][1]} ({bad[0][0]})")
     rng = np.random.default_rng([int(seed), 37])
     counts = dict.fromkeys(KINDS, 0)
     targets, items, spk_items = [], [], []
     for spk, utts in groups.items():
         sessions = [c for _, c in utts]
         n = len(utts)
+        first = len(items)
         if n == 1:
             f, c = utts[0]
-            a, b = half_paths(f, spk, halves_dir)
-            first = len(items)
-            items += [(a, spk, c, f, "split_half"), (b, spk, c, f, "split_half")]
-            targets.append((a, b))
-            counts["split_half"] += 1
-            spk_items.append([first, first + 1])
+            paths = part_paths(f, spk, halves_dir, parts_of.get(spk, default_parts))
+            k = len(paths)
+            items += [(p, spk, c, f, "split_half") for p in paths]
+            want = _n_pairs(k) if cap is None else min(cap, _n_pairs(k))
+            for i, j in _sample_pairs(rng, k, want, lambda i, j: True, _n_pairs(k)):
+                targets.append((paths[i], paths[j]))
+            counts["split_half"] += want
+            spk_items.append(list(range(first, first + k)))
             continue
-        first = len(items)
         n_cross = _n_pairs(n) - sum(
             _n_pairs(sessions.count(c)) for c in sorted(set(sessions))
         )
@@ -256,23 +280,26 @@ def plan_speaker_trials(
     return trials, items, counts
 
 
-def write_halves(src, dst_a, dst_b, sample_rate=16000):
-    """Write the first and second half of ``src`` as two PCM16 wav files.
+def write_parts(src, dsts, sample_rate=16000):
+    """Write ``len(dsts)`` consecutive equal parts of ``src`` as PCM16 wav files.
 
-    The split is at sample ``n // 2``; 16-bit sources are copied sample-exactly.
-    Existing outputs are kept (they are written atomically, so they are complete).
+    Part ``i`` of ``k`` is samples ``[i n // k, (i + 1) n // k)``; 16-bit sources are
+    copied sample-exactly. Existing outputs are kept (they are written atomically, so
+    they are complete, and their names carry ``k``).
 
     Arguments
     ---------
-    src, dst_a, dst_b : str
-        Source audio file and the two output wav files.
+    src : str
+        Source audio file.
+    dsts : list of str
+        Output wav files, in order.
     sample_rate : int
         Expected sample rate of ``src``.
 
     Returns
     -------
-    (int, int)
-        Samples in each half.
+    list of int
+        Samples in each part.
     """
     try:
         wav, sr = sf.read(src, dtype="float32", always_2d=True)
@@ -281,15 +308,16 @@ def write_halves(src, dst_a, dst_b, sample_rate=16000):
     if sr != sample_rate:
         raise SSLSVError(f"{src}: sample rate {sr} Hz, expected {sample_rate} Hz")
     wav = wav.mean(axis=1)
-    mid = wav.shape[0] // 2
-    for dst, part in ((dst_a, wav[:mid]), (dst_b, wav[mid:])):
+    k = len(dsts)
+    bounds = [i * wav.shape[0] // k for i in range(k + 1)]
+    for dst, a, b in zip(dsts, bounds[:-1], bounds[1:], strict=True):
         if os.path.isfile(dst):
             continue
         os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
         tmp = f"{dst}.tmp"
-        sf.write(tmp, part, sr, subtype="PCM_16", format="WAV")
+        sf.write(tmp, wav[a:b], sr, subtype="PCM_16", format="WAV")
         os.replace(tmp, dst)
-    return mid, wav.shape[0] - mid
+    return [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def build_speaker_trials(
@@ -299,11 +327,12 @@ def build_speaker_trials(
     seed=0,
     nontarget_ratio=10.0,
     max_targets_per_speaker=50,
-    min_half_seconds=1.0,
+    min_part_seconds=1.0,
     sample_rate=16000,
     report=None,
+    split_parts=2,
 ):
-    """Plan the trials and write the split-half files they need.
+    """Plan the trials and write the split-utterance files they need.
 
     Arguments
     ---------
@@ -311,18 +340,21 @@ def build_speaker_trials(
         ``(file, speaker, session)`` of every held-out utterance; ``file`` relative to
         ``data_folder`` (or absolute).
     data_folder : str
-        Data folder (the halves are written under ``data_folder/halves_dir``).
+        Data folder (the parts are written under ``data_folder/halves_dir``).
     halves_dir : str
-        Folder of the split-half files, relative to ``data_folder``.
+        Folder of the split-utterance files, relative to ``data_folder``.
     seed, nontarget_ratio, max_targets_per_speaker
         See :func:`plan_speaker_trials`.
-    min_half_seconds : float
-        A single-utterance speaker whose halves would be shorter is left out
-        (counted in ``skipped_speakers``).
+    min_part_seconds : float
+        Shortest part: a single utterance is cut into as many of ``split_parts``
+        parts as are at least this long; a speaker whose utterance cannot give two
+        is left out (counted in ``skipped_speakers``).
     sample_rate : int
         Expected sample rate.
     report : sslsv_sb.data.prepare.common.Report or None
         Log of the counts.
+    split_parts : int
+        Parts of a single utterance (2: halves).
 
     Returns
     -------
@@ -330,10 +362,14 @@ def build_speaker_trials(
         As :func:`plan_speaker_trials`, plus ``skipped_speakers`` (sorted list) in
         the counts.
     """
+    if int(split_parts) < 2:
+        raise SSLSVError(f"split_parts must be >= 2, got {split_parts}")
+    if float(min_part_seconds) <= 0:
+        raise SSLSVError(f"min_part_seconds must be > 0, got {min_part_seconds}")
     per_spk = defaultdict(list)
     for f, s, _ in rows:
         per_spk[str(s)].append(str(f))
-    short = []
+    short, parts = [], {}
     for spk, files in sorted(per_spk.items()):
         if len(set(files)) != 1:
             continue
@@ -342,20 +378,19 @@ def build_speaker_trials(
             frames = sf.info(path).frames
         except (RuntimeError, sf.LibsndfileError, OSError) as err:
             raise SSLSVError(f"{path}: unreadable or corrupt audio ({err})") from None
-        if frames < 2 * min_half_seconds * sample_rate:
+        fit = int(frames // (float(min_part_seconds) * sample_rate))
+        if fit < 2:
             short.append(spk)
+        parts[spk] = max(2, min(int(split_parts), fit))
     trials, items, counts = plan_speaker_trials(
-        rows, seed, nontarget_ratio, max_targets_per_speaker, halves_dir, short
+        rows, seed, nontarget_ratio, max_targets_per_speaker, halves_dir, short, parts
     )
+    by_source = defaultdict(list)
     for f, _, _, src, kind in items:
-        if kind == "split_half" and f.endswith("_a.wav"):
-            a, b = f, f[: -len("_a.wav")] + "_b.wav"
-            write_halves(
-                os.path.join(data_folder, src),
-                os.path.join(data_folder, a),
-                os.path.join(data_folder, b),
-                sample_rate,
-            )
+        if kind == "split_half":
+            by_source[src].append(os.path.join(data_folder, f))
+    for src, dsts in by_source.items():
+        write_parts(os.path.join(data_folder, src), dsts, sample_rate)
     counts["skipped_speakers"] = short
     if report is not None:
         kinds = ", ".join(f"{counts[k]} {k.replace('_', '-')}" for k in KINDS)
@@ -365,8 +400,8 @@ def build_speaker_trials(
         )
         if short:
             msg += (
-                f"; {len(short)} single-utterance speakers left out (halves shorter "
-                f"than {min_half_seconds} s: {', '.join(short[:5])}"
+                f"; {len(short)} single-utterance speakers left out (two parts "
+                f"shorter than {min_part_seconds} s: {', '.join(short[:5])}"
                 f"{' ...' if len(short) > 5 else ''})"
             )
         report.log(msg)

@@ -155,8 +155,8 @@ def test_real_layout_lists_and_trials(tmp_path):
                 assert chapter(a) != chapter(b)  # cross-chapter targets
         assert len({(min(a, b), max(a, b)) for _, a, b in trials}) == len(trials)
     # the split-half speaker's halves: two files, together the utterance
-    a = data / "librispeech_halves" / "1673" / "1673-143396-0000_a.wav"
-    b = a.with_name("1673-143396-0000_b.wav")
+    a = data / "librispeech_halves" / "1673" / "1673-143396-0000_1of2.wav"
+    b = a.with_name("1673-143396-0000_2of2.wav")
     orig, _ = sf.read(data / "LibriSpeech/dev-clean/1673/143396/1673-143396-0000.flac")
     np.testing.assert_array_equal(np.concatenate([sf.read(a)[0], sf.read(b)[0]]), orig)
     pair = {f"librispeech_halves/1673/{a.name}", f"librispeech_halves/1673/{b.name}"}
@@ -239,6 +239,37 @@ def test_flat_excerpts_held_out_split(tmp_path):
         data_c / "librispeech_heldout.txt").read_text()
 
 
+def test_split_parts_more_targets_per_single_utterance(tmp_path):
+    """``split_parts=4``: 6 targets per speaker from 4 equal parts; a short utterance
+    gives as many parts of ``min_part_seconds`` as fit; the parts rebuild the file."""
+    src = make_flat(tmp_path / "shelf", n_speakers=5, seconds=4.0)
+    write_audio(str(src / "999-1-0000.flac"), seconds=2.5, seed=9)  # 2 parts of 1 s
+    data = tmp_path / "data"
+    rep = prepare_librispeech(str(data), [str(src)], train_subsets=[],
+                              test_subsets=["train-clean-100"], nontarget_ratio=2.0,
+                              split_parts=4, verbose=False)
+    counts = rep.stats["train-clean-100"]
+    assert counts["skipped_speakers"] == []
+    assert (counts["speakers"], counts["split_half"]) == (6, 5 * 6 + 1)
+    assert counts["nontarget"] == 2 * 31
+    trials = read_lines(data / "librispeech_train-clean-100.txt")
+    targets = [t for t in trials if t[0] == "1"]
+    assert len(targets) == 31 and len(trials) == 93
+    assert all(speaker(a) == speaker(b) and a != b for _, a, b in targets)
+    parts = sorted((data / "librispeech_halves" / "100").glob("*.wav"))
+    assert [p.name for p in parts] == [
+        f"100-5000-0000_{i}of4.wav" for i in (1, 2, 3, 4)]
+    orig, _ = sf.read(src / "100-5000-0000.flac")
+    np.testing.assert_array_equal(np.concatenate([sf.read(p)[0] for p in parts]), orig)
+    assert sorted(p.name for p in (data / "librispeech_halves" / "999").glob("*")) == [
+        "999-1-0000_1of2.wav", "999-1-0000_2of2.wav"]
+    read_trials(str(data / "librispeech_train-clean-100.txt"), str(data))
+    with pytest.raises(SSLSVError, match="--split_parts: must be >= 2, got 1"):
+        prepare_librispeech(str(tmp_path / "d1"), [str(src)], split_parts=1,
+                            verbose=False)
+    assert not (tmp_path / "d1").exists()  # checked before any work
+
+
 def test_short_single_utterance_speaker_left_out(tmp_path):
     src = make_flat(tmp_path / "shelf", n_speakers=5)
     write_audio(str(src / "999-1-0000.flac"), seconds=1.5)  # halves < 1 s
@@ -274,7 +305,7 @@ def test_trial_builder_counts():
     assert labels.count(1) == 22 and labels.count(0) == 66
     spk = {f: s for f, s, *_ in items}
     sess = {f: c for f, _, c, *_ in items}
-    assert spk["h/C/C-1-0_a.wav"] == "C" and "C/1/C-1-0.flac" not in spk
+    assert spk["h/C/C-1-0_1of2.wav"] == "C" and "C/1/C-1-0.flac" not in spk
     assert len({(min(a, b), max(a, b)) for _, a, b in trials}) == len(trials)
     for lab, a, b in trials:
         assert (spk[a] == spk[b]) == (lab == 1)

@@ -26,8 +26,9 @@ Outputs in the data folder:
   ``librispeech_heldout.txt`` for ``held_out_speakers`` speakers drawn (seeded) from
   the train subsets; next to each, ``librispeech_<name>.csv`` lists its trial files
   (``File,Speaker,Chapter,Subset,Gender,Source``);
-- ``librispeech_halves/<speaker>/<utt>_{a,b}.wav``: halves of the single-utterance
-  held-out speakers (split-half targets);
+- ``librispeech_halves/<speaker>/<utt>_<i>of<k>.wav``: the ``k`` parts (halves by
+  default, ``split_parts``) of the single-utterance held-out speakers (split-utterance
+  targets);
 - augmentation without MUSAN: ``noise/noise/<stem>_<k>.wav`` (``noise``: chunks of a
   folder of background recordings) and ``rirs/rir-NNNN.wav`` (``n_rirs`` rooms
   simulated by the embedded corpus generator), the layout
@@ -434,9 +435,9 @@ def prepare_librispeech(data_folder, librispeech=None, download_subsets=None,
                         base_url=OPENSLR_URL, urls=None, verify=True,
                         train_subsets=None, test_subsets=None, held_out_speakers=0,
                         seed=0, nontarget_ratio=10.0, max_targets_per_speaker=50,
-                        min_half_seconds=1.0, noise=None, noise_chunk=8.0, n_rirs=0,
+                        min_part_seconds=1.0, noise=None, noise_chunk=8.0, n_rirs=0,
                         mode="symlink", check_audio=True, skip_invalid=False,
-                        force=False, verbose=True):
+                        force=False, verbose=True, split_parts=2):
     """Prepare LibriSpeech train and trial lists (and augmentation banks).
 
     Steps with a ``.done_<step>`` marker (re-runs skip them): ``download_<archive>``,
@@ -467,8 +468,10 @@ def prepare_librispeech(data_folder, librispeech=None, download_subsets=None,
         trials; 0 for none.
     seed : int
         Seed of the held-out draw and of the trials.
-    nontarget_ratio, max_targets_per_speaker, min_half_seconds
-        Trial options (:func:`sslsv_sb.data.speaker_trials.build_speaker_trials`).
+    nontarget_ratio, max_targets_per_speaker, min_part_seconds, split_parts
+        Trial options (:func:`sslsv_sb.data.speaker_trials.build_speaker_trials`):
+        a single-utterance speaker gives ``split_parts`` parts of at least
+        ``min_part_seconds`` (as many as fit, at least two).
     noise : str or None
         Folder of background recordings laid out as ``noise/noise`` (chunks of
         ``noise_chunk`` seconds; 0 links the files).
@@ -492,6 +495,10 @@ def prepare_librispeech(data_folder, librispeech=None, download_subsets=None,
     Report
         What was done; ``report.stats`` maps each list name to its counts.
     """
+    if int(split_parts) < 2:
+        raise SSLSVError(f"--split_parts: must be >= 2, got {split_parts}")
+    if float(min_part_seconds) <= 0:
+        raise SSLSVError(f"--min_part_seconds: must be > 0, got {min_part_seconds}")
     report = Report("librispeech", verbose)
     report.stats = {}
     os.makedirs(data_folder, exist_ok=True)
@@ -613,8 +620,8 @@ def prepare_librispeech(data_folder, librispeech=None, download_subsets=None,
         subset_of = {f: sub for f, _, _, sub in rows}
         trials, items, counts = build_speaker_trials(
             [(f, spk, ch) for f, spk, ch, _ in rows], data_folder, HALVES_DIR, seed,
-            nontarget_ratio, max_targets_per_speaker, min_half_seconds, SAMPLE_RATE,
-            report)
+            nontarget_ratio, max_targets_per_speaker, min_part_seconds, SAMPLE_RATE,
+            report, split_parts)
         out = os.path.join(data_folder, f"librispeech_{name}.txt")
         write_trials(out, trials)
         _write_csv(os.path.join(data_folder, f"librispeech_{name}.csv"),
@@ -681,7 +688,12 @@ def main(argv=None):
     p.add_argument("--nontarget_ratio", type=float, default=10.0,
                    help="non-target trials per target trial")
     p.add_argument("--max_targets_per_speaker", type=int, default=50)
-    p.add_argument("--min_half_seconds", type=float, default=1.0)
+    p.add_argument("--split_parts", type=int, default=2,
+                   help="parts a single-utterance speaker's utterance is cut into "
+                   "for its targets (2: halves, one target; k: k(k-1)/2 targets)")
+    p.add_argument("--min_part_seconds", "--min_half_seconds", type=float,
+                   default=1.0, help="shortest part (fewer parts if the utterance "
+                   "is short; a speaker without two parts is left out)")
     p.add_argument("--noise", help="folder of 16 kHz background recordings -> "
                    "noise/noise/")
     p.add_argument("--noise_chunk", type=float, default=8.0,
@@ -697,8 +709,8 @@ def main(argv=None):
         a.data_folder, a.librispeech, a.subsets if a.download else None, a.base_url,
         a.urls, a.verify, a.train_subsets, a.test_subsets,
         a.held_out_speakers, a.seed, a.nontarget_ratio, a.max_targets_per_speaker,
-        a.min_half_seconds, a.noise, a.noise_chunk, a.n_rirs, a.mode,
-        not a.no_check_audio, a.skip_invalid, a.force)
+        a.min_part_seconds, a.noise, a.noise_chunk, a.n_rirs, a.mode,
+        not a.no_check_audio, a.skip_invalid, a.force, split_parts=a.split_parts)
 
 
 __all__ = [
