@@ -13,6 +13,8 @@ and ``evaluate.py``; it runs named stages:
    ``whiten`` (cosine after centring and PCA whitening fitted on
    ``whiten_max_files`` random *unlabelled* train files, for anisotropic
    embeddings); ``plda`` (SpeechBrain PLDA trained on the labelled train list);
+   ``mfcc_stats`` (no model: z-normalised mean and std of 19 MFCCs, cosine; the
+   non-learned reference, :mod:`sslsv_sb.evaluation.mfcc_stats`);
 3. :func:`normalise_stage`: ``cosine_<norm>`` for the score normalisation
    ``z-norm | t-norm | s-norm | as-norm`` (cohort: ``n_cohort`` random train files,
    top-``cohort_top_k`` for AS-norm);
@@ -38,7 +40,7 @@ Schema of ``verification.json``::
     }
 
 Back-end names: ``cosine``, ``cosine_as-norm`` (or ``_z-norm``, ...), ``whiten``,
-``plda``.
+``plda``, ``mfcc_stats``.
 """
 
 import json
@@ -64,7 +66,7 @@ from sslsv_sb.evaluation.scoring import (
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("cosine", "whiten", "plda")
+BACKENDS = ("cosine", "whiten", "plda", "mfcc_stats")
 
 
 @dataclass
@@ -76,7 +78,8 @@ class EvalConfig:
     trial_lists : list of str
         [``trial_lists``] Trial lists, relative to the data folder or absolute.
     backends : list of str
-        [``eval_backends``, "--backends"] Subset of ``cosine``, ``whiten``, ``plda``.
+        [``eval_backends``, "--backends"] Subset of ``cosine``, ``whiten``, ``plda``,
+        ``mfcc_stats`` (the non-learned MFCC-statistics baseline).
     score_norm : str or None
         [``eval_score_norm``, "--score_norm"] ``z-norm|t-norm|s-norm|as-norm``
         applied to cosine scores (reported as ``cosine_<norm>``).
@@ -475,7 +478,22 @@ def embed_stage(encode, cfg, trials, calib, data_folder, out_dir, model_id, rng,
         settings,
     )
     emb = embed_sets(encode, sets, cfg, cache, kw.get("progress", False))
+    if "mfcc_stats" in cfg.backends:
+        emb.update(_mfcc_sets(sets, cfg, kw.get("progress", False)))
     return Embedded(emb, cache, settings, plda_labels)
+
+
+def _mfcc_sets(sets, cfg, progress):
+    """``mfcc_<set>``: MFCC statistics of the trial (and calibration) lists' files."""
+    from sslsv_sb.evaluation.mfcc_stats import mfcc_stats_features
+
+    wanted = {k: v for k, v in sets.items() if k.startswith(("list_", "calibration_"))}
+    files = sorted({p for paths in wanted.values() for p in paths})
+    feats = mfcc_stats_features(
+        files, int(cfg.sample_rate), int(cfg.num_workers), progress
+    )
+    row = {f: i for i, f in enumerate(files)}
+    return {f"mfcc_{k}": feats[[row[p] for p in v]] for k, v in wanted.items()}
 
 
 def fit_backends(cfg, embedded):
@@ -511,7 +529,7 @@ def fit_backends(cfg, embedded):
     return fitted
 
 
-def score_stage(cfg, x, enrol_idx, test_idx, fitted):
+def score_stage(cfg, x, enrol_idx, test_idx, fitted, mfcc=None):
     """Stage 2: raw scores of one trial list with every back-end.
 
     Arguments
@@ -523,17 +541,24 @@ def score_stage(cfg, x, enrol_idx, test_idx, fitted):
         ``(n_trials,)`` rows of ``x``.
     fitted : dict
         From :func:`fit_backends`.
+    mfcc : np.ndarray or None
+        ``(n_files, 38)`` MFCC statistics of the list's files (``mfcc_stats``).
 
     Returns
     -------
     dict
-        ``{backend: (n_trials,) scores}`` in the order cosine, whiten, plda.
+        ``{backend: (n_trials,) scores}`` in the order cosine, whiten, plda,
+        mfcc_stats.
     """
     out = {}
     if "cosine" in cfg.backends:
         out["cosine"] = cosine_scores(x, x, enrol_idx, test_idx)
     for name, backend in fitted.items():
         out[name] = backend.score_indices(x, enrol_idx, test_idx)
+    if "mfcc_stats" in cfg.backends:
+        from sslsv_sb.evaluation.mfcc_stats import mfcc_stats_scores
+
+        out["mfcc_stats"] = mfcc_stats_scores(mfcc, enrol_idx, test_idx)
     return out
 
 
@@ -601,7 +626,7 @@ def score_lists(cfg, lists, embedded, fitted):
     for key, t in lists.items():
         x = emb[key]
         e_idx, t_idx = _trial_index(t, t.files())
-        raw = score_stage(cfg, x, e_idx, t_idx, fitted)
+        raw = score_stage(cfg, x, e_idx, t_idx, fitted, emb.get(f"mfcc_{key}"))
         scores[t.name] = normalise_stage(cfg, raw, x, cohort, e_idx, t_idx)
     return scores
 
