@@ -24,6 +24,7 @@ import soundfile as sf
 import torch
 from torch import nn
 
+from sslsv_sb.data.sampling import audio_info
 from sslsv_sb.errors import SSLSVError
 
 CATEGORIES = ("noise", "music", "speech")
@@ -152,47 +153,114 @@ class ViewAugment(nn.Module):
         Called by the recipe once the data folder is known (the yaml is loaded before
         the embedded corpus may exist); ``forward`` loads lazily otherwise.
         """
-        if data_folder:
-            if self.noise_folder and not os.path.isabs(self.noise_folder):
-                self.noise_folder = os.path.join(data_folder, self.noise_folder)
-            if self.rir_folder and not os.path.isabs(self.rir_folder):
-                self.rir_folder = os.path.join(data_folder, self.rir_folder)
+        self.noise_folder, self.rir_folder = self._folders(data_folder)
         self.reload(self.seed if seed is None else seed)
         return self
 
+    def _folders(self, data_folder=None):
+        """Noise and RIR folders, relative ones resolved against ``data_folder``."""
+        folders = []
+        for folder in (self.noise_folder, self.rir_folder):
+            if folder and data_folder and not os.path.isabs(folder):
+                folder = os.path.normpath(os.path.join(data_folder, folder))
+            folders.append(folder)
+        return folders
+
+    def bank_files(self, seed=0, data_folder=None):
+        """The files :meth:`reload` loads for ``seed``, without reading them.
+
+        Arguments
+        ---------
+        seed : int
+            Seed of the random subsets (``max_files`` per bank).
+        data_folder : str or None
+            Folder of relative ``noise_folder`` / ``rir_folder`` values (None: as
+            set, i.e. already resolved by :meth:`load`).
+
+        Returns
+        -------
+        dict
+            ``{category: [wav paths]}`` for the noise categories present and
+            ``{"rir": [...]}`` when a RIR folder is set.
+
+        Raises
+        ------
+        SSLSVError
+            A folder that does not exist or holds no ``.wav`` file.
+        """
+        noise_folder, rir_folder = self._folders(data_folder)
+        rng = np.random.default_rng(seed)
+        out = {}
+        if noise_folder:
+            if not os.path.isdir(noise_folder):
+                raise SSLSVError(
+                    f"noise folder not found: {noise_folder} (--noise_folder; null "
+                    "disables additive noise)"
+                )
+            for cat in CATEGORIES:
+                files = _list_wavs(os.path.join(noise_folder, cat))
+                if len(files) > self.max_files:
+                    files = list(rng.choice(files, self.max_files, replace=False))
+                if files:
+                    out[cat] = files
+            if not out:
+                raise SSLSVError(
+                    f"no wav files under {noise_folder}/{{noise,music,speech}}"
+                )
+        if rir_folder:
+            if not os.path.isdir(rir_folder):
+                raise SSLSVError(
+                    f"RIR folder not found: {rir_folder} (--rir_folder; null "
+                    "disables reverberation)"
+                )
+            files = _list_wavs(rir_folder)
+            if not files:
+                raise SSLSVError(f"no wav files under {rir_folder}")
+            if len(files) > self.max_files:
+                files = list(rng.choice(files, self.max_files, replace=False))
+            out["rir"] = files
+        return out
+
+    def check(self, data_folder=None, seed=None):
+        """Check the banks :meth:`load` would read, reading only file headers.
+
+        Folders exist and hold wav files; every file of the subsets drawn for
+        ``seed`` opens as audio at ``sample_rate`` with at least one sample.
+
+        Raises
+        ------
+        SSLSVError
+            Naming the folder or the file.
+        """
+        seed = self.seed if seed is None else seed
+        for files in self.bank_files(seed, data_folder).values():
+            for path in files:
+                frames, rate, _ = audio_info(path)
+                if rate != self.sample_rate:
+                    raise SSLSVError(
+                        f"{path}: sample rate {rate} Hz, expected "
+                        f"{self.sample_rate} Hz (augmentation file)"
+                    )
+                if frames == 0:
+                    raise SSLSVError(f"{path}: zero-length augmentation file")
+
     def reload(self, seed=0):
         """(Re)load random subsets of the noise and RIR banks."""
-        rng = np.random.default_rng(seed)
+        files_of = self.bank_files(seed)
         self.categories = []
         self._tiled_cache = {}
         device = next(iter(self.buffers()), torch.empty(0)).device
-        if self.noise_folder:
-            if not os.path.isdir(self.noise_folder):
-                raise SSLSVError(f"noise folder not found: {self.noise_folder}")
-            for cat in CATEGORIES:
-                files = _list_wavs(os.path.join(self.noise_folder, cat))
-                if not files:
-                    continue
-                if len(files) > self.max_files:
-                    files = list(rng.choice(files, self.max_files, replace=False))
-                bank, lengths = _load_bank(files, self.max_seconds, self.sample_rate)
+        for cat in CATEGORIES:
+            if cat in files_of:
+                bank, lengths = _load_bank(
+                    files_of[cat], self.max_seconds, self.sample_rate
+                )
                 self.register_buffer(f"bank_{cat}", bank, persistent=False)
                 self.register_buffer(f"len_{cat}", lengths, persistent=False)
                 self.categories.append(cat)
-            if not self.categories:
-                raise SSLSVError(
-                    f"no wav files under {self.noise_folder}/{{noise,music,speech}}"
-                )
         self.has_rir = False
-        if self.rir_folder:
-            if not os.path.isdir(self.rir_folder):
-                raise SSLSVError(f"RIR folder not found: {self.rir_folder}")
-            files = _list_wavs(self.rir_folder)
-            if not files:
-                raise SSLSVError(f"no wav files under {self.rir_folder}")
-            if len(files) > self.max_files:
-                files = list(rng.choice(files, self.max_files, replace=False))
-            rirs, _ = _load_bank(files, 1.0, self.sample_rate)
+        if "rir" in files_of:
+            rirs, _ = _load_bank(files_of["rir"], 1.0, self.sample_rate)
             # Align the direct path to t=0 and normalise to unit energy.
             peak = rirs.abs().argmax(dim=1)
             idx = (peak[:, None] + torch.arange(rirs.shape[1])[None]).clamp(

@@ -10,6 +10,8 @@ differ between samples, epochs and ranks (ranks see different indices), and a re
 run reproduces the crops of an uninterrupted one.
 """
 
+import os
+
 import numpy as np
 import soundfile as sf
 import torch
@@ -26,6 +28,43 @@ class EpochState:
 
     def __init__(self, epoch=0):
         self.epoch = epoch
+
+
+AUDIO_ERRORS = (RuntimeError, sf.LibsndfileError, OSError)
+
+
+def _reason(err, path):
+    """Short reason of a libsndfile / OS error (the path is named by the caller)."""
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        return "empty file (0 bytes)"
+    if isinstance(err, sf.LibsndfileError):
+        return err.error_string.rstrip(".")
+    return getattr(err, "strerror", None) or str(err)
+
+
+def audio_info(path):
+    """``(frames, sample_rate, channels)`` of an audio file, from its header only.
+
+    Raises
+    ------
+    SSLSVError
+        The file cannot be opened as audio (missing, empty, not audio, corrupt
+        header), naming it.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = os.path.join(tmp, "a.wav")
+    ...     sf.write(path, np.zeros((800, 2), dtype="float32"), 16000)
+    ...     audio_info(path)
+    (800, 16000, 2)
+    """
+    try:
+        with sf.SoundFile(path) as f:
+            return int(f.frames), int(f.samplerate), int(f.channels)
+    except AUDIO_ERRORS as err:
+        raise SSLSVError(f"{path}: cannot read audio ({_reason(err, path)})") from err
 
 
 def _check_info(f, path, sample_rate):
@@ -85,8 +124,8 @@ def read_crops(path, lengths, rng, sample_rate=16000):
             return crops
     except SSLSVError:
         raise
-    except (RuntimeError, sf.LibsndfileError, OSError) as err:
-        raise SSLSVError(f"{path}: cannot read audio ({err})") from err
+    except AUDIO_ERRORS as err:
+        raise SSLSVError(f"{path}: cannot read audio ({_reason(err, path)})") from err
 
 
 def read_evenly_spaced_crops(path, length, n_crops, sample_rate=16000):
@@ -97,11 +136,12 @@ def read_evenly_spaced_crops(path, length, n_crops, sample_rate=16000):
     np.ndarray
         ``(n_crops, length)`` float32 (short files wrap-padded).
     """
-    try:
-        info = sf.info(path)
-    except (RuntimeError, sf.LibsndfileError, OSError) as err:
-        raise SSLSVError(f"{path}: cannot read audio ({err})") from err
-    frames = info.frames
+    frames, rate, _ = audio_info(path)
+    if rate != sample_rate:
+        raise SSLSVError(
+            f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz "
+            "(resample the corpus first)"
+        )
     if frames == 0:
         raise SSLSVError(f"{path}: zero-length audio file")
     if frames <= length:
@@ -126,8 +166,8 @@ def read_full(path, sample_rate=16000):
             x = f.read(dtype="float32", always_2d=True)
     except SSLSVError:
         raise
-    except (RuntimeError, sf.LibsndfileError, OSError) as err:
-        raise SSLSVError(f"{path}: cannot read audio ({err})") from err
+    except AUDIO_ERRORS as err:
+        raise SSLSVError(f"{path}: cannot read audio ({_reason(err, path)})") from err
     return x.mean(axis=1), sample_rate
 
 

@@ -5,7 +5,14 @@
   exits with status 2; Ctrl-C exits with status 130;
 - :func:`split_flags` separates a script's own ``--flag=value`` options from the
   yaml overrides it passes on to :func:`sslsv_sb.recipe.hparams.load_hparams`;
-- :func:`pop_keys` removes given ``--key=value`` overrides from an argument list.
+- :func:`pop_keys` removes given ``--key=value`` overrides from an argument list;
+- logging: :class:`ConsoleHandler` prints INFO records on stdout and warnings,
+  errors and tracebacks on stderr (:func:`log_overrides` plugs it into
+  SpeechBrain's ``setup_logging``, whose console handler writes everything to
+  stdout), and :func:`quiet_irrelevant_warnings` drops SpeechBrain's
+  ``torchvision is not available - cannot save figures``, printed whenever a yaml
+  builds a ``FileTrainLogger`` although only its ``ProgressSampleLogger`` saves
+  figures, which no recipe uses. Importing this module applies the latter.
 
 Example
 -------
@@ -19,14 +26,113 @@ Example
 ({'n_classes': '3'}, ['run.yaml', '--lr=1'])
 """
 
+import logging
 import sys
 
+import tqdm
 import yaml
 
 from sslsv_sb.errors import SSLSVError
 
 USER_ERROR_EXIT = 2
 INTERRUPT_EXIT = 130
+
+# SpeechBrain warnings that never apply to this project's runs: {logger: messages}.
+IRRELEVANT_WARNINGS = {
+    "speechbrain.utils.train_logger": (
+        # Emitted when speechbrain.utils.train_logger is imported (class body of
+        # ProgressSampleLogger) without torchvision; only that logger's "image"
+        # format needs torchvision, and no recipe here builds one.
+        "torchvision is not available - cannot save figures",
+    ),
+}
+
+
+class _DropMessages(logging.Filter):
+    """Drop the records of one logger whose message is one of ``messages``."""
+
+    def __init__(self, messages):
+        super().__init__()
+        self.messages = frozenset(messages)
+
+    def filter(self, record):
+        return record.getMessage() not in self.messages
+
+
+def quiet_irrelevant_warnings():
+    """Filter :data:`IRRELEVANT_WARNINGS` out of their loggers (idempotent).
+
+    Only the exact messages are dropped; every other record of those loggers goes
+    through. The filter sits on the named logger, which SpeechBrain's logging
+    set-up (``disable_existing_loggers: False``) leaves in place.
+
+    Example
+    -------
+    >>> quiet_irrelevant_warnings()
+    >>> log = logging.getLogger("speechbrain.utils.train_logger")
+    >>> rec = log.makeRecord(log.name, logging.WARNING, "f", 1,
+    ...     "torchvision is not available - cannot save figures", None, None)
+    >>> log.filter(rec), log.filter(log.makeRecord(
+    ...     log.name, logging.WARNING, "f", 1, "another warning", None, None))
+    (False, True)
+    """
+    for name, messages in IRRELEVANT_WARNINGS.items():
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in log.filters):
+            log.addFilter(_DropMessages(messages))
+
+
+quiet_irrelevant_warnings()
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """Console log handler: below WARNING to ``stream`` (stdout), the rest to stderr.
+
+    Writes through ``tqdm.write`` as SpeechBrain's ``TqdmCompatibleStreamHandler``
+    (progress bars stay intact). ``sys.stderr`` is looked up at each record, so a
+    redirected stderr is honoured.
+
+    Arguments
+    ---------
+    stream : file or None
+        Stream of the INFO / DEBUG records (default ``sys.stdout``).
+    """
+
+    def __init__(self, stream=None):
+        super().__init__(stream if stream is not None else sys.stdout)
+
+    def emit(self, record):
+        """Format ``record`` and write it to stdout or stderr by its level."""
+        try:
+            msg = self.format(record)
+            out = self.stream if record.levelno < logging.WARNING else sys.stderr
+            tqdm.tqdm.write(msg, end=self.terminator, file=out)
+            out.flush()
+        except RecursionError:
+            raise
+        except Exception:  # logging's convention: report, never raise
+            self.handleError(record)
+
+
+def log_overrides(log_file):
+    """Overrides of SpeechBrain's ``log-config.yaml`` for a run.
+
+    The console handler becomes :class:`ConsoleHandler` (warnings and errors on
+    stderr) and the file handler writes ``log_file``. Use as
+    ``speechbrain.utils.logger.setup_logging(DEFAULT_LOG_CONFIG,
+    log_overrides(path))``.
+
+    Example
+    -------
+    >>> log_overrides("out/log.txt")["handlers"]["console"]["class"]
+    'sslsv_sb.recipe.cli.ConsoleHandler'
+    """
+    return {
+        "handlers": {
+            "console": {"class": f"{__name__}.ConsoleHandler"},
+            "file_handler": {"filename": log_file},
+        }
+    }
 
 
 def run_cli(main, argv=None):

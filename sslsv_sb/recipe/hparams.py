@@ -49,6 +49,7 @@ from ruamel.yaml import YAML, YAMLError
 from speechbrain.utils.distributed import run_on_main
 
 from sslsv_sb.errors import SSLSVError
+from sslsv_sb.recipe.validate import check_override_types
 
 logger = logging.getLogger(__name__)
 
@@ -363,9 +364,12 @@ def load_yaml(hparams_file, overrides):
     Raises
     ------
     SSLSVError
-        Unknown override key, invalid yaml / override value, bad ``extends``.
+        Unknown override key, override of the wrong type
+        (:func:`~sslsv_sb.recipe.validate.check_override_types`), invalid yaml /
+        override value, bad ``extends``.
     """
     text = merged_text(hparams_file)
+    check_override_types(text, overrides, hparams_file)  # before any object is built
     try:
         return load_hyperpyyaml(_named_stream(text, hparams_file), overrides)
     except KeyError as err:

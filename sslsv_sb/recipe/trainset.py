@@ -125,12 +125,55 @@ def _same_speaker_partners(hparams, df):
     ]
 
 
-def _check_sizes(hparams, dataset, df, list_path):
-    """One batch at least; no more classes than the classifier has."""
-    batch = hparams["dataloader_options"]["batch_size"]
-    if len(dataset) < batch and hparams["dataloader_options"].get("drop_last", True):
+def read_train_table(hparams, data_folder):
+    """The yaml's train list read with its audio policy: ``(table, list path)``.
+
+    With ``check_audio`` (default True) every file's header is read
+    (:func:`sslsv_sb.data.lists.read_train_list` with ``sample_rate``): an
+    unreadable file or another sample rate stops with the list line, files shorter
+    than ``min_duration`` seconds (default 0.5) are dropped
+    (:func:`sslsv_sb.data.lists.audio_policy_notes` words what was done;
+    :func:`sslsv_sb.recipe.validate.validate_run` logs it). ``check_audio: False``
+    only checks that the files exist.
+    """
+    list_path = resolve(hparams["train_list"], data_folder)
+    check_audio = hparams.get("check_audio", True)
+    df = read_train_list(
+        list_path,
+        data_folder,
+        label_key=hparams.get("label_key"),
+        sample_rate=hparams["sample_rate"] if check_audio else None,
+        min_duration=hparams.get("min_duration", 0.5),
+    )
+    return df, list_path
+
+
+def check_train_table(hparams, df, list_path):
+    """One batch at least; labels when needed; no more classes than the classifier.
+
+    Raises
+    ------
+    SSLSVError
+        Naming the list and the key to change.
+    """
+    pairs = hparams.get("positive_pairs", "same_utterance")
+    if pairs not in ("same_utterance", "same_speaker"):
         raise SSLSVError(
-            f"{list_path}: {len(dataset)} utterances, fewer than one batch of "
+            f"positive_pairs: {pairs!r} is neither same_utterance nor same_speaker"
+        )
+    if pairs == "same_speaker" and not hparams.get("label_key"):
+        raise SSLSVError("positive_pairs: same_speaker needs label_key (Speaker)")
+    batch = hparams["dataloader_options"]["batch_size"]
+    if len(df) < batch and hparams["dataloader_options"].get("drop_last", True):
+        dropped = df.attrs.get("dropped")
+        after = ""
+        if dropped is not None and len(dropped):
+            after = (
+                f" after dropping {len(dropped)} shorter than min_duration "
+                f"{df.attrs['min_duration']} s"
+            )
+        raise SSLSVError(
+            f"{list_path}: {len(df)} utterances{after}, fewer than one batch of "
             f"{batch} (lower --batch_size)"
         )
     n_classes = hparams.get("n_classes")
@@ -151,7 +194,8 @@ def make_train_set(hparams, data_folder, epoch_state):
     hparams : dict
         Loaded hyper-parameters (``train_list``, ``label_key``, ``view_groups``,
         ``seed``, ``sample_rate``, ``positive_pairs``, ``augment_in_workers``,
-        ``dataloader_options``, ``n_classes``).
+        ``dataloader_options``, ``n_classes``; ``check_audio`` and
+        ``min_duration``: :func:`read_train_table`).
     data_folder : str
         Folder the train list's paths are relative to.
     epoch_state : EpochState
@@ -162,8 +206,7 @@ def make_train_set(hparams, data_folder, epoch_state):
     (DynamicItemDataset, pandas.DataFrame)
         The dataset and the train list it was built from.
     """
-    list_path = resolve(hparams["train_list"], data_folder)
-    df = read_train_list(list_path, data_folder, label_key=hparams.get("label_key"))
+    df, list_path = read_train_table(hparams, data_folder)
     data = {
         f"u{i}": {"path": p, "index": i, "line": int(line)}
         for i, (p, line) in enumerate(zip(df["path"], df["line"]))
@@ -198,7 +241,7 @@ def make_train_set(hparams, data_folder, epoch_state):
         # Integer class ids in sorted label order (supervised baseline, monitoring).
         keys.append("label")
     dataset.set_output_keys(keys)
-    _check_sizes(hparams, dataset, df, list_path)
+    check_train_table(hparams, df, list_path)
     return dataset, df
 
 
