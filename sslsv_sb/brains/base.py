@@ -268,9 +268,13 @@ class SSLBrain(SpeechBrainWorkarounds, abc.ABC):
         )
 
     @torch.no_grad()
-    def encode(self, wavs, lengths=None):
-        """Evaluation embeddings (N, D): eval mode, no DDP wrapper, eval precision."""
-        mods = self.inference_modules()
+    def encode(self, wavs, lengths=None, modules=None):
+        """Evaluation embeddings (N, D): eval mode, no DDP wrapper, eval precision.
+
+        ``modules``: ``(compute_features, mean_var_norm, encoder)``, default
+        :meth:`inference_modules`.
+        """
+        mods = modules or self.inference_modules()
         training = [m.training for m in mods]
         for m in mods:
             m.eval()
@@ -417,8 +421,15 @@ class SSLBrain(SpeechBrainWorkarounds, abc.ABC):
             for k in self._metric_sums
         }
 
+    def validation_encoders(self):
+        """``{stat name: encode function}`` scored on ``valid_trial_list``; the
+        ``valid_eer`` entry (the evaluation encoder) drives early stopping and model
+        selection, the others are logged only (e.g. DINO's student)."""
+        return {"valid_eer": self.encode}
+
     def validate(self, epoch):
-        """EER (%) on ``valid_trial_list`` computed on the main process.
+        """EER (%) on ``valid_trial_list`` of each :meth:`validation_encoders` entry,
+        computed on the main process: ``{"valid_eer": eer, ...}``.
 
         The main process embeds with the unwrapped modules (going through a DDP
         wrapper on one rank only would hang); the others wait at the barrier and
@@ -428,20 +439,22 @@ class SSLBrain(SpeechBrainWorkarounds, abc.ABC):
 
         from sslsv_sb.evaluation.verification import score_trial_lists
 
-        eer = None
+        eers = None
         if if_main_process():
-            res = score_trial_lists(
-                self.encode,
-                [self.hparams.valid_trial_list_path],
-                self.hparams.data_folder,
-                crop_seconds=getattr(self.hparams, "valid_crop_seconds", None),
-                n_crops=int(getattr(self.hparams, "valid_n_crops", 1)),
-            )
-            eer = float(next(iter(res.values()))["cosine"]["eer"])
+            eers = {}
+            for name, encode in self.validation_encoders().items():
+                res = score_trial_lists(
+                    encode,
+                    [self.hparams.valid_trial_list_path],
+                    self.hparams.data_folder,
+                    crop_seconds=getattr(self.hparams, "valid_crop_seconds", None),
+                    n_crops=int(getattr(self.hparams, "valid_n_crops", 1)),
+                )
+                eers[name] = float(next(iter(res.values()))["cosine"]["eer"])
         ddp_barrier()
-        eer = ddp_broadcast(eer, src=0)
-        self.valid_history.append((int(epoch), eer))
-        return eer
+        eers = ddp_broadcast(eers, src=0)
+        self.valid_history.append((int(epoch), eers["valid_eer"]))
+        return eers
 
     def _should_stop(self):
         """Early stopping: no EER improvement for ``patience`` validations."""
@@ -471,7 +484,7 @@ class SSLBrain(SpeechBrainWorkarounds, abc.ABC):
         meta = {"epoch": int(epoch), "train_loss": float(stage_loss)}
         every = int(getattr(self.hparams, "valid_every_n_epochs", 1) or 1)
         if getattr(self.hparams, "valid_trial_list_path", None) and epoch % every == 0:
-            stats["valid_eer"] = self.validate(epoch)
+            stats.update(self.validate(epoch))
             meta["valid_eer"] = stats["valid_eer"]
         if getattr(self.hparams, "lr_annealing", None) is not None:
             _, new_lr = self.hparams.lr_annealing(epoch)

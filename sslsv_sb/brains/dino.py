@@ -28,6 +28,8 @@ _G-2x4_L-4x2_t-0.04``: 80 mel, head 2048-2048-256 -> 65536, tau_s 0.1, tau_t 0.0
 2.82 % EER / 0.3463 minDCF on VoxCeleb1-O (``hparams/dino_ecapa.yaml``).
 """
 
+import functools
+
 import torch
 
 from sslsv_sb.brains.momentum import MomentumBrain
@@ -86,6 +88,19 @@ class DINOBrain(SSPSMixin, MomentumBrain):
     def inference_modules(self):
         """Evaluation embeddings come from the **teacher** encoder (DINO, sslsv)."""
         return tuple(unwrap(m) for m in self.teacher_modules())
+
+    def validation_encoders(self):
+        """Validation EER of the teacher (``valid_eer``, selects the model) and of
+        the student (``valid_eer_student``), so a user sees which one learns."""
+        student = (
+            unwrap(self.modules.compute_features),
+            unwrap(self.modules.mean_var_norm),
+            unwrap(self.modules.embedding_model),
+        )
+        return {
+            "valid_eer": self.encode,
+            "valid_eer_student": functools.partial(self.encode, modules=student),
+        }
 
     # ------------------------------------------------------------------ forward
     def crops(self, batch):

@@ -239,6 +239,11 @@ def test_dino_multicrop_lengths_and_teacher_inference():
     feats = Norm()(Frames()(wavs), None)
     torch.testing.assert_close(emb, teacher(feats))
     assert not torch.allclose(emb, student(feats))
+    # Validation scores the teacher (selects the model) and the student (logged).
+    encoders = brain.validation_encoders()
+    assert list(encoders) == ["valid_eer", "valid_eer_student"]
+    torch.testing.assert_close(encoders["valid_eer"](wavs), teacher(feats))
+    torch.testing.assert_close(encoders["valid_eer_student"](wavs), student(feats))
 
 
 def test_dino_warmup_cosine_schedule():
