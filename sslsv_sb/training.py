@@ -1,8 +1,9 @@
 """Training infrastructure shared by every Brain: RNG checkpointing, step logging.
 
 - :class:`RNGState` is a checkpoint recoverable holding the torch / numpy / python RNG
-  states, so a resumed CPU run draws the same augmentations as an uninterrupted one
-  (crop positions are already a pure function of seed, epoch and sample index).
+  states of every DDP rank, so a resumed run (one process or many) draws the same
+  augmentations as an uninterrupted one (crop positions and the DDP shards are
+  already a pure function of seed, epoch and sample index).
 - :class:`StepLogger` writes per-step and per-epoch scalars to TensorBoard and
   (optionally, offline by default) Weights & Biases, on the main process only.
 """
@@ -19,7 +20,7 @@ from speechbrain.utils.checkpoints import (
     register_checkpoint_hooks,
 )
 
-from sslsv_sb.distributed import rank
+from sslsv_sb.distributed import is_distributed, rank, world_size
 
 logger = logging.getLogger(__name__)
 
@@ -64,36 +65,198 @@ def effective_rank(x):
     return float(torch.exp(-(p * p.log()).sum()))
 
 
-@register_checkpoint_hooks
-class RNGState:
-    """Checkpointable RNG states (torch CPU/CUDA, numpy global, python ``random``).
+def state_tensors(modules):
+    """``(name, tensor)`` of every floating-point parameter and persistent buffer.
 
-    Saved with tensors and plain types only (``torch.load(weights_only=True)``).
-    Only the main process writes checkpoints; on resume, ranks > 0 derive a distinct
-    stream from the restored state and their rank, so ranks keep drawing different
-    augmentations while rank 0 (and any single-process run) continues exactly.
+    What a checkpoint of these modules holds (``state_dict``), DDP wrappers removed,
+    each tensor once (shared ones under their first name).
+
+    Arguments
+    ---------
+    modules : dict or iterable of (str, torch.nn.Module)
+        Modules by name (e.g. a Brain's ``modules``); possibly DDP-wrapped.
+
+    Returns
+    -------
+    list of (str, torch.Tensor)
+        ``"<module>.<state key>"`` and the tensor (not copied).
+
+    Example
+    -------
+    >>> bn = torch.nn.BatchNorm1d(2)
+    >>> [n for n, _ in state_tensors({"bn": bn})]
+    ['bn.weight', 'bn.bias', 'bn.running_mean', 'bn.running_var']
+    """
+    from sslsv_sb.distributed import unwrap
+
+    items = modules.items() if hasattr(modules, "items") else modules
+    seen, out = set(), []
+    for key, module in items:
+        for name, t in unwrap(module).state_dict(keep_vars=True).items():
+            if t is None or not t.is_floating_point() or t.numel() == 0:
+                continue
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            out.append((f"{key}.{name}", t.detach()))
+    return out
+
+
+@torch.no_grad()
+def first_nonfinite(named_tensors, reduce_ranks=False):
+    """Name of the first tensor holding a NaN or an Inf, or None.
+
+    One fused 2-norm per (device, dtype) group (``torch._foreach_norm``) and one host
+    read: a NaN or Inf element makes its tensor's norm non-finite. A finite tensor
+    whose 2-norm overflows (values above ~1e19 in float32) is re-checked element
+    by element (``torch.isfinite``), so only real NaN / Inf are reported. (The
+    max-abs norm cannot overflow, but it is ~10x slower on CPU.)
+
+    Arguments
+    ---------
+    named_tensors : list of (str, torch.Tensor)
+        E.g. from :func:`state_tensors`.
+    reduce_ranks : bool
+        Under DDP, all-reduce the verdict so that every rank returns a name when
+        any rank holds a non-finite tensor (``"<on another rank>"`` on a rank whose
+        own tensors are finite). Every rank must then call this.
+
+    Returns
+    -------
+    str or None
+
+    Example
+    -------
+    >>> big = torch.tensor([1e38, 3e38])  # finite (its 2-norm overflows)
+    >>> first_nonfinite([("a", torch.ones(2)), ("b", big)]) is None
+    True
+    >>> first_nonfinite([("a", torch.ones(2)), ("b", big * 2)])
+    'b'
+    """
+    name = None
+    if named_tensors:
+        groups = {}
+        for i, (_, t) in enumerate(named_tensors):
+            groups.setdefault((t.device, t.dtype), []).append(i)
+        device = named_tensors[0][1].device
+        order, norms = [], []
+        for idx in groups.values():
+            group = torch._foreach_norm([named_tensors[i][1] for i in idx])
+            norms.append(torch.stack(group).float().to(device))
+            order.extend(idx)
+        suspect = ~torch.isfinite(torch.cat(norms))
+        if bool(suspect.any()):  # the one host read of the common case
+            for j in sorted(order[k] for k in suspect.nonzero().flatten().tolist()):
+                if not bool(torch.isfinite(named_tensors[j][1]).all()):
+                    name = named_tensors[j][0]
+                    break
+    if reduce_ranks and is_distributed():
+        import torch.distributed as dist
+
+        device = named_tensors[0][1].device if named_tensors else "cpu"
+        flag = torch.tensor(int(name is not None), device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if bool(flag) and name is None:
+            return "<on another rank>"
+    return name
+
+
+def _rng_state():
+    """The RNG states of this process (tensors and plain types only)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_rest": [int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": list(random.getstate()[1]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state):
+    """Restore the RNG states of :func:`_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    pos, has_gauss, cached = state["numpy_rest"]
+    np.random.set_state(
+        (
+            "MT19937",
+            state["numpy_keys"].numpy().astype(np.uint32),
+            pos,
+            has_gauss,
+            cached,
+        )
+    )
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        try:
+            torch.cuda.set_rng_state_all(state["cuda"])
+        except RuntimeError:  # different number of GPUs
+            logger.warning("CUDA RNG state not restored (device count changed)")
+
+
+def _derive_stream(r):
+    """Re-seed every RNG from the current torch state and rank ``r``."""
+    offset = int(torch.randint(2**31, (1,))) + r
+    torch.manual_seed(offset)
+    np.random.seed(offset % 2**32)
+    random.seed(offset)
+
+
+class RNGState:
+    """Checkpointable RNG states of **every** DDP rank (torch CPU/CUDA, numpy global,
+    python ``random``).
+
+    Each rank draws its own on-device augmentations, MoCo shuffles and dropout masks,
+    so each has its own RNG stream. SpeechBrain's ``Checkpointer`` writes files on
+    rank 0 only, so :meth:`save` runs on every rank (registered with
+    ``save_on_main_only=False``): the states are gathered to rank 0
+    (``torch.distributed.gather_object``, which also works across nodes without a
+    shared file system) and written there as one file, ``{"ranks": [state of rank 0,
+    state of rank 1, ...]}``, before the checkpoint's completion marker. On resume
+    every rank restores its own state, so a resumed DDP run draws what the
+    uninterrupted one would have drawn.
+
+    Resuming with another number of processes cannot be exact (the data shards
+    change too): ranks the checkpoint has no state for derive a distinct stream from
+    rank 0's state, with a warning. Single-state files of earlier versions load as
+    rank 0's state. Saved with tensors and plain types only
+    (``torch.load(weights_only=True)``).
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "rng.ckpt")
+    >>> state = RNGState()
+    >>> _ = torch.manual_seed(3)
+    >>> state.save(path)
+    >>> first = torch.rand(2)
+    >>> state.load(path)
+    >>> torch.equal(torch.rand(2), first)
+    True
     """
 
     @mark_as_saver
     def save(self, path):
-        """Write the current RNG states to ``path``."""
-        np_state = np.random.get_state()
-        state = {
-            "torch": torch.get_rng_state(),
-            "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "numpy_rest": [int(np_state[2]), int(np_state[3]), float(np_state[4])],
-            "python": random.getstate()[1],
-        }
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save(state, path)
+        """Write the RNG states of every rank to ``path`` (call it on every rank)."""
+        import torch.distributed as dist
+
+        state = _rng_state()
+        if is_distributed():
+            states = [None] * world_size() if rank() == 0 else None
+            dist.gather_object(state, states, dst=0)
+        else:
+            states = [state]
+        if rank() == 0:
+            torch.save({"ranks": states}, path)
 
     def __init__(self):
         self.pending = None
 
     @mark_as_loader
     def load(self, path, end_of_epoch=True):
-        """Restore the RNG states saved in ``path``.
+        """Restore this rank's RNG states saved in ``path``.
 
         An end-of-epoch state is applied at once. An intra-epoch state is applied by
         :meth:`apply_pending` at the first training batch: the data loader draws its
@@ -101,7 +264,18 @@ class RNGState:
         *after* recovery on a mid-epoch resume (and before the saved state in the
         uninterrupted run), so applying it earlier would shift every later draw.
         """
-        state = torch.load(path, weights_only=True)
+        saved = torch.load(path, weights_only=True)
+        states = saved["ranks"] if "ranks" in saved else [saved]
+        if len(states) != world_size():
+            logger.warning(
+                "%s holds the RNG states of %d process(es), resumed with %d: ranks "
+                "without a saved state draw new streams (not an exact resume)",
+                path,
+                len(states),
+                world_size(),
+            )
+        state = {"state": states[min(rank(), len(states) - 1)]}
+        state["derive"] = rank() >= len(states)
         if end_of_epoch:
             self._apply(state)
         else:
@@ -115,28 +289,12 @@ class RNGState:
 
     @staticmethod
     def _apply(state):
-        torch.set_rng_state(state["torch"])
-        pos, has_gauss, cached = state["numpy_rest"]
-        np.random.set_state(
-            (
-                "MT19937",
-                state["numpy_keys"].numpy().astype(np.uint32),
-                pos,
-                has_gauss,
-                cached,
-            )
-        )
-        random.setstate((3, tuple(state["python"]), None))
-        if "cuda" in state and torch.cuda.is_available():
-            try:
-                torch.cuda.set_rng_state_all(state["cuda"])
-            except RuntimeError:  # different number of GPUs
-                logger.warning("CUDA RNG state not restored (device count changed)")
-        if rank() > 0:
-            offset = int(torch.randint(2**31, (1,))) + rank()
-            torch.manual_seed(offset)
-            np.random.seed(offset % 2**32)
-            random.seed(offset)
+        _set_rng_state(state["state"])
+        if state["derive"]:
+            _derive_stream(rank())
+
+
+RNGState = register_checkpoint_hooks(RNGState, save_on_main_only=False)
 
 
 class StepLogger:

@@ -301,9 +301,10 @@ class SSLBrain(SpeechBrainWorkarounds, abc.ABC):
                     group["lr"] = lr
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        """Loss metrics for the epoch; per-step scalars to TensorBoard / W&B every
-        ``log_every_steps`` optimiser steps."""
-        self.record_loss_metrics()
+        """Loss metrics for the epoch (not of a skipped non-finite batch); per-step
+        scalars to TensorBoard / W&B every ``log_every_steps`` optimiser steps."""
+        if not self._batch_skipped:
+            self.record_loss_metrics()
         every = int(getattr(self.hparams, "log_every_steps", 0) or 0)
         if self.step_logger is not None and every and should_step:
             if self.optimizer_step % every == 0:
@@ -407,6 +408,7 @@ class SSLBrain(SpeechBrainWorkarounds, abc.ABC):
 
     def on_stage_start(self, stage, epoch=None):
         """Publish the epoch to the data pipeline; reset epoch metrics."""
+        super().on_stage_start(stage, epoch)
         if self.epoch_state is not None and epoch is not None:
             self.epoch_state.epoch = int(epoch)
         self._metric_sums = defaultdict(float)
@@ -469,19 +471,19 @@ class SSLBrain(SpeechBrainWorkarounds, abc.ABC):
         """Log the epoch, validate, step the LR schedule and checkpoint (TRAIN)."""
         if stage != sb.Stage.TRAIN:
             return
-        stats = {"loss": float(stage_loss)}
+        stats = {"loss": self.epoch_loss(stage_loss)}
         stats.update(self.epoch_metrics())
         elapsed = time.time() - self._stage_start
         stats["time_s"] = round(elapsed, 1)
         steps = getattr(self, "steps_per_epoch", 0)
         if steps and elapsed > 0:
             stats["steps_per_s"] = round(steps / elapsed, 3)
-        if self.skipped_steps:
-            stats["skipped_steps"] = self.skipped_steps
+        if self.skipped.epoch:
+            stats["skipped_steps"] = self.skipped.epoch
         lr = (
             self.optimizer.param_groups[0]["lr"] if hasattr(self, "optimizer") else None
         )
-        meta = {"epoch": int(epoch), "train_loss": float(stage_loss)}
+        meta = {"epoch": int(epoch), "train_loss": stats["loss"]}
         every = int(getattr(self.hparams, "valid_every_n_epochs", 1) or 1)
         if getattr(self.hparams, "valid_trial_list_path", None) and epoch % every == 0:
             stats.update(self.validate(epoch))

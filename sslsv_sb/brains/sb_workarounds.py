@@ -6,7 +6,12 @@
 names what it corrects; the measurements are in ``speechbrain_integration.md``:
 
 * gradient clipping -- ``core.py`` ``Brain.optimizers_step``;
-* non-finite losses -- ``core.py`` ``Brain.check_loss_isfinite``;
+* non-finite losses -- ``core.py`` ``Brain.check_loss_isfinite`` (a skipped step
+  is skipped on every DDP rank) and ``Brain.update_average`` (the epoch loss is the
+  mean of the finite losses, NaN when there was none, never 0);
+* non-finite weights -- ``core.py`` ``Brain.fit_batch`` and
+  ``utils/checkpoints.py`` ``Checkpointer.save_checkpoint`` check nothing, so
+  NaN/Inf weights are trained on and saved; here they stop the run, unsaved;
 * DDP wrapping and BatchNorm -- ``core.py`` ``Brain._wrap_distributed``;
 * the DDP training sampler -- ``core.py`` ``Brain._train_loader_specifics``;
 * atomic checkpoints and resume errors -- ``utils/checkpoints.py``
@@ -25,20 +30,66 @@ import os
 
 import speechbrain as sb
 import torch
+import yaml
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
-from sslsv_sb.distributed import convert_sync_batchnorm_cpu
+from sslsv_sb.distributed import convert_sync_batchnorm_cpu, is_distributed
 from sslsv_sb.errors import SSLSVError
+from sslsv_sb.training import first_nonfinite, state_tensors
 
 logger = logging.getLogger(__name__)
 COMPLETE_MARKER = "COMPLETE"
+# Optimiser steps between two checks that every weight and buffer is finite
+# (yaml ``check_finite_every``; 0: only before each checkpoint save).
+CHECK_FINITE_EVERY = 10
+
+
+@register_checkpoint_hooks
+class SkippedSteps:
+    """Counts of the batches skipped for a non-finite loss (checkpointed).
+
+    ``total`` over the run, ``epoch`` in the running epoch: an intra-epoch resume
+    reports the same epoch loss (the mean over the epoch's finite batches) and the
+    same counts as an uninterrupted run.
+
+    Example
+    -------
+    >>> c = SkippedSteps(); c.total, c.epoch = 3, 1
+    >>> import tempfile, os; path = os.path.join(tempfile.mkdtemp(), "s.ckpt")
+    >>> c.save(path); d = SkippedSteps(); d.load(path, end_of_epoch=False)
+    >>> d.total, d.epoch
+    (3, 1)
+    """
+
+    def __init__(self):
+        self.total = 0
+        self.epoch = 0
+
+    @mark_as_saver
+    def save(self, path):
+        """Write the counts (YAML)."""
+        with open(path, "w", encoding="utf-8") as f:
+            yaml.safe_dump({"total": self.total, "epoch": self.epoch}, f)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=True):
+        """Read the counts."""
+        with open(path, encoding="utf-8") as f:
+            saved = yaml.safe_load(f)
+        self.total, self.epoch = int(saved["total"]), int(saved["epoch"])
 
 
 class SpeechBrainWorkarounds(sb.Brain):
     """``sb.Brain`` with the SpeechBrain 1.1 behaviours listed in the module corrected.
 
     hparams read here: ``skip_nonfinite_steps`` (default False: a non-finite loss
-    stops the run), ``sync_batchnorm`` (default True), ``seed`` (DDP sampler).
+    stops the run), ``check_finite_every`` (default :data:`CHECK_FINITE_EVERY`),
+    ``sync_batchnorm`` (default True), ``seed`` (DDP sampler).
     """
 
     method_name = "brain"  # named in error messages; each method Brain sets its own
@@ -49,10 +100,85 @@ class SpeechBrainWorkarounds(sb.Brain):
             # From the command line it is a str, and ``fit`` fails comparing it.
             self.optimizer_step_limit = int(self.optimizer_step_limit)
         self.last_finite_loss = None
-        self.skipped_steps = 0
-        self._skip_this_step = False
+        self.skipped = SkippedSteps()
+        self._skip_this_step = False  # until the next optimiser step
+        self._batch_skipped = False  # this batch's loss is left out of the average
         if self.checkpointer is not None:
             self._make_checkpoints_atomic()
+            if "skipped_steps" not in self.checkpointer.recoverables:
+                # optional: checkpoints of earlier versions do not have it
+                self.checkpointer.add_recoverable(
+                    "skipped_steps", self.skipped, optional_load=True
+                )
+            else:
+                self.skipped = self.checkpointer.recoverables["skipped_steps"]
+
+    @property
+    def skipped_steps(self):
+        """Batches skipped for a non-finite loss since the run started."""
+        return self.skipped.total
+
+    # ------------------------------------------------------------------ weights
+    def state_tensors(self):
+        """``(name, tensor)`` of every floating parameter and persistent buffer
+        of the modules and of the checkpointed modules (what a checkpoint holds)."""
+        modules = list(self.modules.items())
+        if self.checkpointer is not None:
+            modules += [
+                (name, obj)
+                for name, obj in self.checkpointer.recoverables.items()
+                if isinstance(obj, torch.nn.Module)
+            ]
+        return state_tensors(modules)
+
+    def check_finite_state(self, when, reduce_ranks=True):
+        """Stop with an :class:`SSLSVError` if a weight or buffer is NaN or Inf.
+
+        Corrects ``core.py`` ``Brain.fit_batch`` and ``Checkpointer.save_checkpoint``,
+        which train on and save non-finite weights (a non-finite loss can be
+        skipped, but an optimiser step with a huge learning rate can still overflow
+        the weights). The check is one fused max-abs per tensor and one host read
+        (:func:`sslsv_sb.training.first_nonfinite`). Nothing is saved: the last
+        checkpoint, written after a passing check, stays the resume point.
+
+        Arguments
+        ---------
+        when : str
+            Where the check runs, for the message (e.g. ``"checked before saving
+            a checkpoint"``).
+        reduce_ranks : bool
+            Agree across DDP ranks (every rank must call it then).
+        """
+        name = first_nonfinite(self.state_tensors(), reduce_ranks=reduce_ranks)
+        if name is None:
+            return
+        ckpts = []
+        if self.checkpointer is not None and os.path.isdir(
+            self.checkpointer.checkpoints_dir
+        ):
+            ckpts = self.checkpointer.find_checkpoints()
+        if ckpts:
+            epoch = ckpts[0].meta.get("epoch")
+            at = f", epoch {epoch}" if epoch is not None else ""
+            last = (
+                f"the last checkpoint ({ckpts[0].path}{at}) has finite weights and "
+                "is the resume point"
+            )
+        else:
+            last = "no checkpoint was saved yet"
+        raise SSLSVError(
+            f"non-finite model state at {self._where()} ({when}): {name} holds NaN "
+            f"or Inf; nothing saved, {last}. Lower --lr or --max_grad_norm."
+        )
+
+    def _where(self):
+        """``epoch E, step S (optimizer step O) of method M`` for messages."""
+        counter = getattr(self.hparams, "epoch_counter", None)
+        epoch = getattr(counter, "current", "?")
+        return (
+            f"epoch {epoch}, step {self.step} (optimizer step {self.optimizer_step}) "
+            f"of method {self.method_name}"
+        )
 
     # ------------------------------------------------------------------ losses
     def check_loss_isfinite(self, loss):
@@ -71,21 +197,66 @@ class SpeechBrainWorkarounds(sb.Brain):
         """
         if torch.isfinite(loss).all():
             self.last_finite_loss = float(loss.detach())
-            self._skip_this_step = False
+            self._batch_skipped = False
             return
-        epoch_state = getattr(self, "epoch_state", None)
+        # Weights that are already non-finite explain the loss and cannot be skipped.
+        self.check_finite_state("found at a non-finite loss", reduce_ranks=False)
         msg = (
-            f"non-finite loss ({float(loss.detach())}) at epoch "
-            f"{epoch_state.epoch if epoch_state else '?'}, step {self.step} "
-            f"(optimizer step {self.optimizer_step}) of method {self.method_name}; "
+            f"non-finite loss ({float(loss.detach())}) at {self._where()}; "
             f"last finite loss: {self.last_finite_loss}"
         )
         if getattr(self.hparams, "skip_nonfinite_steps", False):
-            self.skipped_steps += 1
-            self._skip_this_step = True
-            logger.warning("%s -- step skipped (%d so far)", msg, self.skipped_steps)
+            self.skipped.total += 1
+            self.skipped.epoch += 1
+            self._skip_this_step = True  # also drops the accumulated gradients
+            self._batch_skipped = True
+            logger.warning("%s -- step skipped (%d so far)", msg, self.skipped.total)
             return
         raise SSLSVError(msg + ". Set skip_nonfinite_steps: True to skip such steps.")
+
+    def update_average(self, loss, avg_loss):
+        """Running mean of the epoch's finite losses.
+
+        Corrects ``core.py`` ``Brain.update_average``, which leaves a non-finite loss
+        out but still divides by the number of batches, so skipped batches bias the
+        epoch loss (and an epoch of skipped batches reports 0.0).
+
+        Arguments
+        ---------
+        loss : torch.Tensor
+            The batch's (detached) loss.
+        avg_loss : float
+            Mean of the epoch's previous finite losses.
+
+        Returns
+        -------
+        float
+        """
+        if self._batch_skipped:
+            return avg_loss
+        n = self.step - self.skipped.epoch
+        if n <= 0 or not torch.isfinite(loss):
+            return avg_loss
+        return avg_loss + (float(loss) - avg_loss) / n
+
+    def epoch_loss(self, stage_loss):
+        """The epoch's training loss for the log: NaN when every batch was
+        skipped (SpeechBrain's running average would say 0.0)."""
+        if self.step and self.skipped.epoch >= self.step:
+            logger.warning(
+                "every batch of epoch %s (%d) had a non-finite loss and was skipped",
+                getattr(self.hparams.epoch_counter, "current", "?"),
+                self.step,
+            )
+            return math.nan
+        return float(stage_loss)
+
+    def on_stage_start(self, stage, epoch=None):
+        """Reset the epoch's skipped-batch count at the start of a training epoch
+        (not on an intra-epoch resume, which continues the saved one)."""
+        super().on_stage_start(stage, epoch)
+        if stage == sb.Stage.TRAIN and self.step == 0:
+            self.skipped.epoch = 0
 
     # ------------------------------------------------------------------ clipping
     def optimizers_step(self):
@@ -97,12 +268,20 @@ class SpeechBrainWorkarounds(sb.Brain):
         ``max_grad_norm`` (documented as "disable") to ``clip_grad_norm_``, which then
         reverses the gradients. Here the global norm over every trainable parameter
         is clipped, ``max_grad_norm: .inf`` disables clipping and a negative value is
-        an error. A step after a skipped non-finite loss is refused.
+        an error. A step after a skipped non-finite loss is refused, on every DDP
+        rank when one rank skips (the gradients were averaged across ranks). Every
+        ``check_finite_every`` steps the weights are checked
+        (:meth:`check_finite_state`).
         """
-        if self._skip_this_step:
+        skip = self._skip_this_step
+        self._skip_this_step = False
+        if is_distributed():
+            flag = torch.tensor(int(skip), device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            skip = bool(flag)
+        if skip:
             for opt in self.optimizers_dict.values():
                 opt.zero_grad(set_to_none=True)
-            self._skip_this_step = False
             return
         optimizers = self.freeze_optimizers(self.optimizers_dict)
         for opt in optimizers.values():
@@ -132,6 +311,9 @@ class SpeechBrainWorkarounds(sb.Brain):
         for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
         self.optimizer_step += 1
+        every = int(getattr(self.hparams, "check_finite_every", CHECK_FINITE_EVERY))
+        if every > 0 and self.optimizer_step % every == 0:
+            self.check_finite_state("checked after the optimizer step")
 
     def on_before_optimizer_step(self):
         """Hook between clipping and the optimiser step (gradients are unscaled).
@@ -210,14 +392,18 @@ class SpeechBrainWorkarounds(sb.Brain):
         between leaves a checkpoint that looks valid and fails to load. Here a
         ``COMPLETE`` marker is written last; at fit start, checkpoints without it are
         moved aside (``save/incomplete-*``) and the previous one is used, so killing
-        the run at any moment and re-running the command resumes.
+        the run at any moment and re-running the command resumes. Before anything
+        is written the weights are checked (:meth:`check_finite_state`): a
+        non-finite state is never saved.
         """
         ckpt = self.checkpointer
+        ckpt._sslsv_before_save = self.check_finite_state  # the latest Brain's
         if getattr(ckpt, "_sslsv_atomic", False):
             return
         original = ckpt.save_checkpoint
 
         def save_checkpoint(*args, **kwargs):
+            ckpt._sslsv_before_save("checked before saving a checkpoint")
             saved = original(*args, **kwargs)
             if saved is not None and if_main_process():
                 marker = os.path.join(saved.path, COMPLETE_MARKER)
@@ -291,4 +477,9 @@ class SpeechBrainWorkarounds(sb.Brain):
         )
 
 
-__all__ = ["COMPLETE_MARKER", "SpeechBrainWorkarounds"]
+__all__ = [
+    "CHECK_FINITE_EVERY",
+    "COMPLETE_MARKER",
+    "SkippedSteps",
+    "SpeechBrainWorkarounds",
+]

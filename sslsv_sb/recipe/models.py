@@ -22,11 +22,37 @@ from hyperpyyaml import load_hyperpyyaml
 
 from sslsv_sb.errors import SSLSVError
 from sslsv_sb.export import build_brain, find_checkpoints, load_model
+from sslsv_sb.training import first_nonfinite, state_tensors
 
 logger = logging.getLogger(__name__)
 
 # Recorded in the run meta when --checkpoint=auto applied select_final_model.
 AUTO_SELECTION = "train.py select_final_model"
+
+
+def check_finite_model(brain, what):
+    """Refuse a non-finite inference model (NaN / Inf weight or buffer).
+
+    Training never saves a non-finite state, but averaging can overflow and a
+    checkpoint may come from elsewhere; scoring, exporting or extracting it would
+    fail later with a less clear error, or write a useless file.
+
+    Arguments
+    ---------
+    brain : SSLBrain
+        Its :meth:`inference_modules` are checked.
+    what : str
+        The model, for the message (e.g. ``"the averaged model"``).
+    """
+    names = {}
+    if brain.checkpointer is not None:
+        names = {id(obj): n for n, obj in brain.checkpointer.recoverables.items()}
+    mods = [(names.get(id(m), type(m).__name__), m) for m in brain.inference_modules()]
+    bad = first_nonfinite(state_tensors(mods))
+    if bad is not None:
+        raise SSLSVError(
+            f"{what} is not finite: {bad} holds NaN or Inf (not scored or saved)"
+        )
 
 
 def select_final_model(brain, hparams):
@@ -35,6 +61,7 @@ def select_final_model(brain, hparams):
     ``valid_trial_list`` set: recover the checkpoint with the lowest validation EER.
     ``average_last_k`` > 1: average the inference encoder over the K most recent
     checkpoints (sslsv reports averaged models); needs ``keep_checkpoints >= K``.
+    The selected model must be finite (:func:`check_finite_model`).
 
     Arguments
     ---------
@@ -62,6 +89,9 @@ def select_final_model(brain, hparams):
         state = average_checkpoints(ckpts, name, parameter_loader=loader)
         model.load_state_dict(state)
         logger.info("averaged %s over %d checkpoints", name, len(ckpts))
+        check_finite_model(brain, f"the average of the last {len(ckpts)} checkpoints")
+        return
+    check_finite_model(brain, "the final model")
 
 
 def run_meta(brain, hparams):
@@ -161,7 +191,9 @@ def load_trained(brain, hparams, checkpoint="auto", average_last=1, **kwargs):
         select_final_model(brain, hparams)
         info["selection"] = AUTO_SELECTION
         return info
-    return load_model(brain, str(checkpoint), int(average_last), **kwargs)
+    info = load_model(brain, str(checkpoint), int(average_last), **kwargs)
+    check_finite_model(brain, f"the model of {', '.join(info['checkpoints'])}")
+    return info
 
 
 def load_run_hparams(run_folder, overrides=None, flag=None):

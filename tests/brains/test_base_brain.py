@@ -254,3 +254,93 @@ def test_epoch_checkpoint_is_atomic_and_stores_reset_counters(tmp_path):
     assert not os.path.exists(path)
     aside = tmp_path / ("incomplete-" + os.path.basename(path))
     assert os.path.isfile(aside / "brain.ckpt")
+
+
+# ------------------------------------------------------------------- non-finite state
+def _poison(b, value=float("nan")):
+    with torch.no_grad():
+        b.modules.embedding_model.linear.bias[3] = value
+
+
+def test_nonfinite_weights_are_never_saved_and_the_last_checkpoint_stays(tmp_path):
+    b = _checkpointed_brain(tmp_path)
+    b.on_stage_end(sb.Stage.TRAIN, 1.5, epoch=1)
+    (first,) = glob.glob(str(tmp_path / "CKPT+*"))
+    files = sorted(os.listdir(first))
+    _poison(b, float("inf"))
+    with pytest.raises(SSLSVError) as err:
+        b.on_stage_end(sb.Stage.TRAIN, 1.4, epoch=2)
+    msg = str(err.value)
+    assert "embedding_model.linear.bias holds NaN or Inf" in msg
+    assert "before saving a checkpoint" in msg and "simclr" in msg
+    assert f"last checkpoint ({first}, epoch 1)" in msg and "resume point" in msg
+    assert glob.glob(str(tmp_path / "CKPT+*")) == [first]  # nothing new, not removed
+    assert sorted(os.listdir(first)) == files
+    # the intra-epoch save path (SpeechBrain's own) goes through the same check
+    with pytest.raises(SSLSVError, match="non-finite model state"):
+        b._save_intra_epoch_ckpt()
+    assert glob.glob(str(tmp_path / "CKPT+*")) == [first]
+
+
+def test_weights_checked_every_n_optimizer_steps(tmp_path):
+    b = brain(NTXentLoss(0.1, gather_distributed=False), check_finite_every=2)
+    b.modules["unused"] = nn.Linear(2, 2)  # not in the loss: a NaN there stays silent
+    with torch.no_grad():
+        b.modules.unused.weight[0, 0] = float("nan")
+    b.step = 1
+    b.fit_batch(batch())  # optimizer step 1: not a checked step
+    assert b.optimizer_step == 1
+    b.step = 2
+    with pytest.raises(SSLSVError) as err:
+        b.fit_batch(batch())
+    msg = str(err.value)
+    assert "optimizer step 2" in msg and "checked after the optimizer step" in msg
+    assert "unused.weight holds NaN or Inf" in msg and "no checkpoint was saved" in msg
+
+
+def test_nonfinite_loss_from_nonfinite_weights_is_not_skipped():
+    b = brain(NTXentLoss(0.1, gather_distributed=False), skip_nonfinite_steps=True)
+    _poison(b)
+    b.step = 1
+    with pytest.raises(SSLSVError, match="found at a non-finite loss.*linear.bias"):
+        b.fit_batch(batch())
+    assert b.skipped_steps == 0
+
+
+class LossAt(NTXentLoss):
+    """Returns the given values (NaN to skip) as successive losses."""
+
+    def __init__(self, values):
+        super().__init__(0.1, gather_distributed=False)
+        self.values = list(values)
+
+    def forward(self, z1, z2):
+        return super().forward(z1, z2) * 0 + self.values.pop(0)
+
+
+def _epoch(b, n):
+    b.on_stage_start(sb.Stage.TRAIN, 1)
+    for _ in range(n):
+        b.step += 1
+        b.avg_train_loss = b.update_average(b.fit_batch(batch()), b.avg_train_loss)
+    return b.epoch_loss(b.avg_train_loss)
+
+
+def test_epoch_loss_is_the_mean_of_finite_losses_and_nan_when_all_skipped():
+    nan = float("nan")
+    b = brain(LossAt([2.0, nan, 4.0, nan, nan]), skip_nonfinite_steps=True)
+    assert _epoch(b, 3) == pytest.approx(3.0)  # SpeechBrain's average: 2.0
+    assert b.skipped.epoch == 1
+    b.step, b.avg_train_loss = 0, 0.0  # as SpeechBrain does after on_stage_end
+    assert np.isnan(_epoch(b, 2))  # every batch skipped: NaN, not 0.0
+    assert (b.skipped.epoch, b.skipped_steps) == (2, 3)
+
+
+def test_skip_of_an_accumulated_batch_drops_the_whole_step():
+    nan = float("nan")
+    b = brain(LossAt([nan, 1.0]), skip_nonfinite_steps=True)
+    b.grad_accumulation_factor = 2
+    before = weights(b)
+    _epoch(b, 2)  # a NaN in the first half of the step, a finite second half
+    assert b.optimizer_step == 0
+    assert all(torch.equal(x, y) for x, y in zip(before, weights(b)))
