@@ -44,6 +44,29 @@ logger = logging.getLogger(__name__)
 BUNDLE_MODULES = ("compute_features", "mean_var_norm", "embedding_model")
 
 
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary name next to ``path``; on success it replaces ``path``.
+
+    The file at ``path`` is either the old one or the complete new one, never a
+    partial write; on an exception the temporary file is removed.
+
+    >>> import tempfile
+    >>> out = os.path.join(tempfile.mkdtemp(), "a.txt")
+    >>> with atomic_path(out) as tmp:
+    ...     _ = open(tmp, "w").write("done")
+    >>> open(out).read(), os.listdir(os.path.dirname(out))
+    ('done', ['a.txt'])
+    """
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 # --------------------------------------------------------------------- checkpoints
 def find_checkpoints(
     checkpointer, which="last", best_key="train_loss", best_mode="min"
@@ -123,10 +146,63 @@ def _load_weights(path, map_location="cpu"):
     """``torch.load(path, weights_only=True)``, refusals as :class:`SSLSVError`.
 
     The ``parameter_loader`` of SpeechBrain's ``average_checkpoints``, which passes
-    ``map_location``.
+    ``map_location``. A truncated or garbled file is one error line too.
     """
     with _refuse_pickled_code(path):
-        return torch.load(path, map_location=map_location, weights_only=True)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except (RuntimeError, EOFError, ValueError, OSError) as err:
+            detail = " ".join(str(err).split())[:200]
+            raise SSLSVError(f"{path}: unreadable checkpoint file ({detail})") from None
+
+
+def check_checkpoint_fits(checkpointer, ckpt):
+    """Check, before any work, that a checkpoint loads into the Brain's modules.
+
+    Every ``nn.Module`` recoverable's ``<name>.ckpt`` of ``ckpt`` is read (weights
+    only) and compared with the module: same parameter and buffer names, same
+    shapes. Nothing is loaded.
+
+    Arguments
+    ---------
+    checkpointer : speechbrain.utils.checkpoints.Checkpointer
+    ckpt : speechbrain.utils.checkpoints.Checkpoint
+
+    Raises
+    ------
+    SSLSVError
+        An unreadable file, or a module built from this yaml that the weights do not
+        fit (the message names the first differing tensor and both shapes).
+    """
+    for name, obj in checkpointer.recoverables.items():
+        path = os.path.join(str(ckpt.path), f"{name}.ckpt")
+        if not isinstance(obj, nn.Module) or not os.path.isfile(path):
+            continue
+        state = _load_weights(path)
+        if not isinstance(state, dict):
+            raise SSLSVError(f"{path}: not a state dict of {name}")
+        own = unwrap(obj).state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        wrong = [
+            (k, tuple(state[k].shape), tuple(own[k].shape))
+            for k in own
+            if k in state
+            and hasattr(state[k], "shape")
+            and tuple(state[k].shape) != tuple(own[k].shape)
+        ]
+        if wrong:
+            k, theirs, ours = wrong[0]
+            detail = f"{k} is {theirs} in the checkpoint, {ours} in the model"
+        elif missing or unexpected:
+            detail = f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        else:
+            continue
+        raise SSLSVError(
+            f"{path}: does not fit the {name} built from this yaml ({detail}); build "
+            "it with the run's settings (its hyperparams.yaml: --channels, --emb_dim, "
+            "...)"
+        )
 
 
 def load_model(
@@ -167,9 +243,18 @@ def load_model(
             f"{len(ckpts)} checkpoint(s) kept (train with --keep_checkpoints={k})"
         )
     chosen = ckpts[:k]
+    for ckpt in chosen:
+        check_checkpoint_fits(checkpointer, ckpt)
     # Loads every recoverable (modules, counters, brain state) of the first one.
     with _refuse_pickled_code(chosen[0].path):
-        checkpointer.load_checkpoint(chosen[0])
+        try:
+            checkpointer.load_checkpoint(chosen[0])
+        except (RuntimeError, KeyError, ValueError, EOFError, OSError) as err:
+            detail = " ".join(str(err).split())[:200]
+            raise SSLSVError(
+                f"{chosen[0].path}: cannot load ({type(err).__name__}: {detail}); the "
+                "checkpoint is corrupt or from another configuration"
+            ) from None
     if k > 1:
         for name, obj in checkpointer.recoverables.items():
             if isinstance(obj, nn.Module) and all(
@@ -360,7 +445,8 @@ def export_torchscript(pipeline, path, example_len=32000):
     with torch.no_grad():
         for x in _test_inputs():
             checks[f"{tuple(x.shape)}"] = _check("TorchScript", pipeline(x), traced(x))
-    traced.save(path)
+    with atomic_path(path) as tmp:
+        traced.save(tmp)
     return checks
 
 
@@ -382,6 +468,12 @@ def export_onnx(pipeline, path, example_len=32000, opset=17):
     SSLSVError
         Unsupported operator (the message names it) or a mismatch.
     """
+    with atomic_path(path) as tmp:  # checked before it replaces ``path``
+        return _export_onnx(pipeline, tmp, example_len, opset, name=path)
+
+
+def _export_onnx(pipeline, path, example_len, opset, name):
+    """:func:`export_onnx` into ``path`` (``name``: the final path, for messages)."""
     import warnings
 
     pipeline = pipeline.eval()
@@ -417,7 +509,7 @@ def export_onnx(pipeline, path, example_len=32000, opset=17):
     try:
         import onnxruntime as ort
     except ImportError:
-        logger.warning("onnxruntime not installed: %s not checked", path)
+        logger.warning("onnxruntime not installed: %s not checked", name)
         return {}
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     checks = {}
@@ -545,34 +637,39 @@ def export_bundle(brain, run_hparams_file, out_dir, meta=None):
     meta["loadables"] = loadables
     meta.setdefault("sample_rate", getattr(brain.hparams, "sample_rate", 16000))
     yaml_path = os.path.join(out_dir, "hyperparams.yaml")
-    write_bundle_yaml(nodes, yaml_path, meta)
-    for k in loadables:
-        state = {n: t.detach().cpu() for n, t in mods[k].state_dict().items()}
-        torch.save(state, os.path.join(out_dir, f"{k}.ckpt"))
-    # Strict check: the bundle's classes accept exactly these weights.
-    with open(yaml_path, encoding="utf-8") as f:
-        fresh = load_hyperpyyaml(f)
-    for k in loadables:
-        state = torch.load(
-            os.path.join(out_dir, f"{k}.ckpt"), map_location="cpu", weights_only=True
-        )
-        try:
-            fresh[k].load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            msg = " ".join(str(err).split())[:300]
-            raise SSLSVError(
-                f"{yaml_path}: {k} built from the run's yaml does not match the "
-                f"inference module's weights ({msg})"
-            ) from err
-    pipe = EmbeddingPipeline(*(fresh[k] for k in BUNDLE_MODULES)).eval()
-    checks = {}
-    with torch.no_grad():
-        for x in _test_inputs():
-            ref = brain.encode(x).cpu()
-            checks[f"{tuple(x.shape)}"] = _check("bundle", ref, pipe(x), atol=1e-5)
-    meta["checks"] = checks
-    with open(os.path.join(out_dir, "export.json"), "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2, sort_keys=True, default=str)
+    names = ["hyperparams.yaml", *(f"{k}.ckpt" for k in loadables), "export.json"]
+    with contextlib.ExitStack() as stack:
+        # Every file is written under a temporary name, checked, then renamed: a
+        # failed or interrupted export leaves the folder as it was.
+        tmp = {
+            n: stack.enter_context(atomic_path(os.path.join(out_dir, n))) for n in names
+        }
+        write_bundle_yaml(nodes, tmp["hyperparams.yaml"], meta)
+        for k in loadables:
+            state = {n: t.detach().cpu() for n, t in mods[k].state_dict().items()}
+            torch.save(state, tmp[f"{k}.ckpt"])
+        # Strict check: the bundle's classes accept exactly these weights.
+        with open(tmp["hyperparams.yaml"], encoding="utf-8") as f:
+            fresh = load_hyperpyyaml(f)
+        for k in loadables:
+            state = torch.load(tmp[f"{k}.ckpt"], map_location="cpu", weights_only=True)
+            try:
+                fresh[k].load_state_dict(state, strict=True)
+            except RuntimeError as err:
+                msg = " ".join(str(err).split())[:300]
+                raise SSLSVError(
+                    f"{yaml_path}: {k} built from the run's yaml does not match the "
+                    f"inference module's weights ({msg})"
+                ) from err
+        pipe = EmbeddingPipeline(*(fresh[k] for k in BUNDLE_MODULES)).eval()
+        checks = {}
+        with torch.no_grad():
+            for x in _test_inputs():
+                ref = brain.encode(x).cpu()
+                checks[f"{tuple(x.shape)}"] = _check("bundle", ref, pipe(x), atol=1e-5)
+        meta["checks"] = checks
+        with open(tmp["export.json"], "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=2, sort_keys=True, default=str)
     return checks
 
 

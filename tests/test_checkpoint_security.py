@@ -52,7 +52,8 @@ def test_load_model_refuses_pickled_code(tmp_path):
     with pytest.raises(SSLSVError) as e:
         load_model(brain, "last", 1)
     msg = str(e.value)
-    assert msg.startswith(f"{folder}: refused: it holds Python objects other than "
+    evil = folder / "embedding_model.ckpt"  # named by the check before loading
+    assert msg.startswith(f"{evil}: refused: it holds Python objects other than "
                           "tensors and numbers (Unsupported global: GLOBAL ")
     assert msg.endswith("only load runs from people you trust") and "\n" not in msg
     assert not marker.exists()
@@ -75,7 +76,8 @@ def test_load_model_unreadable_checkpoint(tmp_path):
     (folder / "embedding_model.ckpt").write_bytes(pickle.dumps([1, 2])[:3] + b"junk")
     with pytest.raises(SSLSVError) as e:
         load_model(brain, "last", 1)
-    assert str(e.value).startswith(f"{folder}: unreadable checkpoint file (")
+    path = folder / "embedding_model.ckpt"
+    assert str(e.value).startswith(f"{path}: unreadable checkpoint file (")
 
 
 def test_load_model_plain_weights_still_load(tmp_path):

@@ -8,6 +8,7 @@ Every function writes the figure to ``path`` (parent folders created) and return
 ``path`` as a :class:`pathlib.Path`.
 """
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -46,8 +47,10 @@ def _check_pair(name, scores, labels):
 def _save(fig, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # same format, atomic
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
     plt.close(fig)
+    os.replace(tmp, path)
     return path
 
 

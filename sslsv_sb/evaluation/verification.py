@@ -782,8 +782,10 @@ def write_stage(out_dir, tag, cfg, trials, scores, results, **run):
             out_dir, trials, scores, emb, data_folder, cfg, run["rng"]
         )
     write_json(os.path.join(out_dir, "verification.json"), payload)
-    with open(os.path.join(out_dir, "verification.md"), "w", encoding="utf-8") as f:
+    md = os.path.join(out_dir, "verification.md")
+    with open(md + ".tmp", "w", encoding="utf-8") as f:
         f.write(format_markdown(payload))
+    os.replace(md + ".tmp", md)  # atomic, as write_json
     return payload
 
 

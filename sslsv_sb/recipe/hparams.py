@@ -339,6 +339,48 @@ def top_level_keys(hparams_file):
     return [str(k) for k in doc or {}]
 
 
+def key_references(hparams_file):
+    """``{key: top-level keys its value refers to}`` of the merged ``hparams_file``.
+
+    Arguments
+    ---------
+    hparams_file : str
+
+    Returns
+    -------
+    dict
+        Direct ``!ref`` / ``!copy`` references of each top-level key (values passed
+        to an ``!include:`` included), e.g. ``{"save_folder": {"output_folder"}}``.
+    """
+    entries, index, seen = [], {}, {}
+    _merge_into(os.path.abspath(hparams_file), entries, index, seen, [])
+    return {k: set(b.refs) for k, b in index.items() if k != EXTENDS}
+
+
+def resolved_text(hparams_file, overrides=None):
+    """The merged yaml with ``overrides`` applied and references resolved, as text.
+
+    HyperPyYAML's ``resolve_references`` (what ``create_experiment_directory``
+    writes as a run's ``hyperparams.yaml``): ``!ref`` / ``!copy`` replaced by their
+    values, ``!include:`` inlined, object tags kept; nothing is built.
+
+    Arguments
+    ---------
+    hparams_file : str
+        Yaml (merged over its ``extends``, :func:`merged_text`).
+    overrides : str, dict or None
+        Yaml text of ``key: value`` lines or a dict.
+
+    Returns
+    -------
+    str
+    """
+    from hyperpyyaml import resolve_references
+
+    stream = _named_stream(merged_text(hparams_file), hparams_file)
+    return resolve_references(stream, overrides or None).getvalue()
+
+
 def _named_stream(text, name):
     stream = io.StringIO(text)
     stream.name = name  # HyperPyYAML resolves relative !include: from this folder
@@ -426,7 +468,7 @@ def _remove_merged_dirs():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def load_hparams(argv, recipe_dir=None):
+def load_hparams(argv, recipe_dir=None, before_load=None):
     """Parse the command line and load the yaml (errors name the offending key).
 
     The yaml is merged over the files it ``extends`` (:func:`merged_text`). Without a
@@ -441,6 +483,11 @@ def load_hparams(argv, recipe_dir=None):
     recipe_dir : str or None
         Folder tried for ``hparams_file`` when it is not found from the current
         directory (e.g. the recipe's folder, for ``hparams/simclr_ecapa.yaml``).
+    before_load : callable or None
+        ``before_load(hparams_file, overrides)``, called once the command line is
+        parsed (and the DDP group set up), before the yaml builds any object (its
+        ``Checkpointer`` creates ``save_folder``): the scripts claim or check their
+        output folder there (:mod:`sslsv_sb.recipe.runfolder`).
 
     Returns
     -------
@@ -458,6 +505,8 @@ def load_hparams(argv, recipe_dir=None):
         else:
             raise SSLSVError(f"hparams file not found: {hparams_file}")
     sb.utils.distributed.ddp_init_group(run_opts)
+    if before_load is not None:
+        before_load(hparams_file, overrides)
     hparams = load_yaml(hparams_file, overrides)
     if not hparams.get("data_folder"):
         from sslsv_sb.data.corpus import default_data_folder, ensure_corpus

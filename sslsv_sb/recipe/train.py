@@ -1,14 +1,19 @@
 """The training flow of ``recipes/VoxCeleb/SSL/train.py``: train, select, verify.
 
-:func:`main` loads the yaml (:func:`sslsv_sb.recipe.hparams.load_hparams`), builds
-the train set (:func:`sslsv_sb.recipe.trainset.build_train_set`) and the yaml's
-Brain class (:func:`build_train_brain`), scores the untrained encoder once, trains,
-applies :func:`sslsv_sb.recipe.models.select_final_model` and scores every trial
-list of the yaml into ``<output_folder>/verification.json``.
+:func:`main` claims the output folder (lock, :mod:`sslsv_sb.recipe.runfolder`)
+before the yaml builds anything, loads the yaml
+(:func:`sslsv_sb.recipe.hparams.load_hparams`), checks the inputs, then starts the
+run (a new run writes ``hyperparams.yaml`` once; a resume is checked against it),
+builds the train set (:func:`sslsv_sb.recipe.trainset.build_train_set`) and the
+yaml's Brain class (:func:`build_train_brain`), scores the untrained encoder once,
+trains (SIGTERM / SIGINT stop at a step boundary with a checkpoint), applies
+:func:`sslsv_sb.recipe.models.select_final_model` and scores every trial list of
+the yaml into ``<output_folder>/verification.json``.
 """
 
 import logging
 import os
+import sys
 
 import speechbrain as sb
 import torch
@@ -20,7 +25,14 @@ from sslsv_sb.evaluation.verification import format_table, run_verification
 from sslsv_sb.recipe.hparams import load_hparams
 from sslsv_sb.recipe.models import run_meta, select_final_model
 from sslsv_sb.recipe.paths import VOXCELEB_SSL
+from sslsv_sb.recipe.runfolder import (
+    GracefulStop,
+    StopRequested,
+    TrainingRunFolder,
+    ignore_stop_signals_in_workers,
+)
 from sslsv_sb.recipe.trainset import build_train_set
+from sslsv_sb.recipe.validate import validate_run
 from sslsv_sb.training import StepLogger
 
 logger = logging.getLogger(__name__)
@@ -110,33 +122,56 @@ def main(argv):
 
     Returns
     -------
-    dict or None
-        ``{list: {backend: metrics}}`` of the trained encoder (main process), or
-        ``None`` without trial lists.
+    dict, int or None
+        ``{list: {backend: metrics}}`` of the trained encoder (main process),
+        ``None`` without trial lists, or the exit status 143 / 130 after a SIGTERM /
+        SIGINT (``stopped by SIGTERM: re-run the same command to resume`` on stderr).
     """
+    run = TrainingRunFolder()
+    stop = GracefulStop()
+    try:
+        with stop.installed():
+            return _train(argv, run, stop)
+    except StopRequested as err:
+        stop.stop_loader_workers()
+        if if_main_process():
+            print(err.message(), file=sys.stderr)
+        return err.exit_code
+    finally:
+        run.close()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Tear the process group down explicitly: left to interpreter shutdown,
+            # gloo's threads can abort the process ("terminate called without an
+            # active exception", SIGABRT) after a successful run.
+            torch.distributed.destroy_process_group()
+
+
+def _train(argv, run, stop):
+    """:func:`main` inside the lock and the signal handlers."""
     hparams_file, run_opts, overrides, hparams = load_hparams(
-        argv, recipe_dir=str(VOXCELEB_SSL)
+        argv, recipe_dir=str(VOXCELEB_SSL), before_load=run.claim
     )
+    run.check(hparams_file, overrides, hparams)  # a resume must continue the run
+    validate_run(hparams)  # every input, on every rank, before anything is written
     data_folder = hparams["data_folder"]
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
     train_set = build_train_set(hparams)
     _check_valid_list(hparams, data_folder)
+    run.start(hparams_file, overrides, hparams)
     _step_logger(hparams)
     brain = build_train_brain(hparams, run_opts, train_set.epoch_state)
     trial_files = [resolve(t, data_folder) for t in hparams.get("trial_lists", [])]
     out = hparams["output_folder"]
     _score_untrained(brain, hparams, trial_files)
 
-    brain.fit(
-        brain.hparams.epoch_counter,
-        train_set.dataset,
-        train_loader_kwargs=train_set.loader_kwargs,
-        progressbar=not run_opts.get("noprogressbar", False),
-    )
+    stop.attach(brain)
+    ignore_stop_signals_in_workers(train_set.loader_kwargs)
+    with stop.deferred():
+        brain.fit(
+            brain.hparams.epoch_counter,
+            train_set.dataset,
+            train_loader_kwargs=train_set.loader_kwargs,
+            progressbar=not run_opts.get("noprogressbar", False),
+        )
 
     select_final_model(brain, hparams)
     results = None
@@ -153,9 +188,4 @@ def main(argv):
         print(format_table(results, payload.get("untrained", {}).get("lists")))
         print(f"results written to {os.path.join(out, 'verification.json')}")
     sb.utils.distributed.ddp_barrier()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # Tear the process group down explicitly: left to interpreter shutdown, gloo's
-        # threads can abort the process ("terminate called without an active
-        # exception", SIGABRT) after a successful run.
-        torch.distributed.destroy_process_group()
     return results
