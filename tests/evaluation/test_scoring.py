@@ -221,6 +221,61 @@ def test_whitening_undoes_a_dominant_nuisance_direction():
     assert raw > 0.4 and oracle < white < 0.2
 
 
+def _anisotropic_speakers(rng, n_fit, dim=96, n_spk=30, per_spk=4):
+    """Speaker and residual variance spread over all ``dim`` directions with a
+    decaying spectrum (as in trained embeddings): a fitting set of ``n_fit``
+    single-utterance speakers and trials of ``n_spk`` x ``per_spk`` utterances."""
+    q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    scale = np.arange(1, dim + 1) ** -0.5
+
+    def emb(latent):
+        return 0.5 + (latent + 0.8 * rng.normal(size=latent.shape)) * scale @ q.T
+
+    spk = np.repeat(np.arange(n_spk), per_spk)
+    x = emb(rng.normal(size=(n_spk, dim))[spk])
+    e_idx, t_idx = np.triu_indices(len(x), k=1)
+    labels = (spk[e_idx] == spk[t_idx]).astype(int)
+    return emb(rng.normal(size=(n_fit, dim))), x, e_idx, t_idx, labels
+
+
+def test_whitening_small_fitting_set_is_safe(caplog):
+    """Issue 18: fitted on about one file per dimension, plain PCA whitening (the old
+    default) divides by near-zero eigenvalues of the sample covariance and scores far
+    worse than cosine; the default (Ledoit-Wolf below 10 files per dimension) stays
+    within a small margin of cosine (here it beats it) and logs a warning. With a
+    large fitting set both whitenings agree (the case is about estimation)."""
+    import logging
+
+    from sslsv_sb.evaluation.scoring import WhiteningBackend
+
+    for seed in (0, 1):
+        rng = np.random.default_rng(seed)
+        fit, x, e_idx, t_idx, labels = _anisotropic_speakers(rng, n_fit=100)
+        cos = eer(cosine_scores(x, x, e_idx, t_idx), labels)[0]
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="sslsv_sb.evaluation.scoring"):
+            safe = WhiteningBackend().fit(fit)
+        assert "fitted on 100 embeddings of dimension 96" in caplog.text
+        assert 0.0 < safe.shrinkage_ < 1.0
+        white = eer(safe.score_indices(x, e_idx, t_idx), labels)[0]
+        assert white <= cos + 0.01, (seed, white, cos)
+        plain = WhiteningBackend(shrinkage=None).fit(fit)
+        old = eer(plain.score_indices(x, e_idx, t_idx), labels)[0]
+        assert old > cos + 0.05, (seed, old, cos)  # the old default fails the test
+
+    big, *_ = _anisotropic_speakers(np.random.default_rng(2), n_fit=2000)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sslsv_sb.evaluation.scoring"):
+        auto = WhiteningBackend().fit(big)
+    assert caplog.text == "" and auto.shrinkage_ == 0.0
+    full = WhiteningBackend(shrinkage=None).fit(big)
+    np.testing.assert_allclose(auto.transform(x), full.transform(x), atol=1e-4)
+    assert eer(auto.score_indices(x, e_idx, t_idx), labels)[0] <= cos
+    lw = WhiteningBackend(shrinkage="ledoit-wolf").fit(fit)
+    assert lw.shrinkage_ == pytest.approx(safe.shrinkage_)
+    assert WhiteningBackend(shrinkage=0.5).fit(fit).shrinkage_ == 0.5
+
+
 def test_whitening_errors():
     from sslsv_sb.evaluation.scoring import WhiteningBackend
 
@@ -233,3 +288,7 @@ def test_whitening_errors():
         w.transform(np.full((3, 3), np.nan))
     with pytest.raises(ValueError, match="n_components"):
         WhiteningBackend(n_components=0)
+    with pytest.raises(ValueError, match="shrinkage"):
+        WhiteningBackend(shrinkage="oas")
+    with pytest.raises(ValueError, match="shrinkage"):
+        WhiteningBackend(shrinkage=1.5)
