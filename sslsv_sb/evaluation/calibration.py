@@ -111,7 +111,9 @@ class Calibrator:
         if self.a is None:
             raise RuntimeError("nothing to save: Calibrator not fitted")
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        tmp.replace(path)  # atomic: never a half-written file
         return path
 
     @classmethod

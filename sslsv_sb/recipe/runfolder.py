@@ -1215,11 +1215,11 @@ def ignore_stop_signals_in_workers(loader_kwargs):
     """DataLoader workers ignore SIGTERM / SIGINT (the training process stops them).
 
     ``torchrun`` sends its SIGTERM to each worker's process group and Ctrl-C reaches
-    the whole foreground group: without this, loader workers die first and the
-    training process fails with "DataLoader worker exited unexpectedly" at a random
-    point instead of stopping at a step boundary. The workers still end with the
-    training process (PyTorch's shutdown of the loader; SIGKILL after torchrun's
-    ``--shutdown-timeout``).
+    the whole foreground group: without this, the loader's workers get it too and the
+    training process fails with an error of the loader (a worker exited
+    unexpectedly, a connection reset) instead of stopping at a step boundary. The
+    workers still end with the training process (``stop_loader_workers`` of
+    :class:`GracefulStop`; SIGKILL after torchrun's ``--shutdown-timeout``).
 
     Arguments
     ---------

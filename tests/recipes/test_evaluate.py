@@ -126,7 +126,8 @@ def test_errors(trained_run, tiny_corpus, tmp_path):
     proc = _eval(
         tiny_corpus, tmp_path / "empty_run", "--trial_lists=[trials.txt]", ok=False
     )
-    assert proc.returncode == 2 and "no checkpoint" in proc.stderr
+    assert proc.returncode == 2 and "no such run folder" in proc.stderr
+    assert not (tmp_path / "empty_run").exists()  # an error, never created
     proc = _eval(
         tiny_corpus,
         trained_run,
