@@ -11,6 +11,7 @@
 import logging
 import os
 import random
+from collections import defaultdict
 
 import numpy as np
 import torch
@@ -239,9 +240,14 @@ class RNGState:
 
     @mark_as_saver
     def save(self, path):
-        """Write the RNG states of every rank to ``path`` (call it on every rank)."""
+        """Write the RNG states of every rank to ``path`` (call it on every rank).
+
+        A state still pending (a resume after the last batch of an epoch) is
+        applied first: it is the state at this point of the uninterrupted run.
+        """
         import torch.distributed as dist
 
+        self.apply_pending()
         state = _rng_state()
         if is_distributed():
             states = [None] * world_size() if rank() == 0 else None
@@ -295,6 +301,57 @@ class RNGState:
 
 
 RNGState = register_checkpoint_hooks(RNGState, save_on_main_only=False)
+
+
+@register_checkpoint_hooks
+class EpochMetrics:
+    """Running sums and counts of the metrics recorded in the running epoch.
+
+    A checkpoint recoverable: an intra-epoch resume logs the same epoch means as
+    the uninterrupted run (the sums are saved as exact Python floats, read back
+    from their float64 tensors once per checkpoint). Written by rank 0, whose values
+    are the logged ones.
+
+    Example
+    -------
+    >>> m = EpochMetrics(); m.add("acc", torch.tensor(0.5)); m.add("acc", 1.0)
+    >>> m.means()
+    {'acc': 0.75}
+    """
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        """Forget the epoch's values."""
+        self.sums = defaultdict(float)
+        self.counts = defaultdict(int)
+
+    def add(self, key, value):
+        """Add one value (a float, or a tensor kept on its device)."""
+        self.sums[key] = self.sums[key] + value
+        self.counts[key] += 1
+
+    def means(self):
+        """``{key: mean}`` as plain floats (one host read per key)."""
+        return {k: float(self.sums[k]) / max(1, self.counts[k]) for k in self.sums}
+
+    @mark_as_saver
+    def save(self, path):
+        """Write the sums and counts."""
+        state = {
+            "sums": {k: float(v) for k, v in self.sums.items()},
+            "counts": dict(self.counts),
+        }
+        torch.save(state, path)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=True):
+        """Restore the sums and counts."""
+        state = torch.load(path, weights_only=True)
+        self.reset()
+        self.sums.update(state["sums"])
+        self.counts.update(state["counts"])
 
 
 class StepLogger:

@@ -1,11 +1,14 @@
-"""CPU DDP: synchronised BatchNorm, shuffle-BN, ``unwrap`` and 2-process training
-equal to 1 process."""
+"""CPU DDP: synchronised BatchNorm, shuffle-BN, ``unwrap``, 2-process training equal
+to 1 process, exact resume of a killed 2-process run."""
 
 import glob
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -214,3 +217,191 @@ def test_two_processes_equal_one(tiny_corpus, tmp_path, yaml_name, extra, module
                 # values, e.g. variances of raw features): 1e-5 relative.
                 scale = a[key].abs().max().item() if "running_" in key else 1.0
                 assert diff < 1e-5 * max(scale, 1.0), f"{name}.{key} differs by {diff}"
+
+
+def _torchrun(nproc, args, out):
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        TRAIN,
+        *args,
+        "--distributed_backend=gloo",
+        f"--output_folder={out}",
+    ]
+
+
+def _last_checkpoint(out):
+    """The end-of-epoch checkpoint of the last epoch."""
+    ckpts = [
+        c
+        for c in glob.glob(os.path.join(out, "save", "CKPT+*"))
+        if "end-of-epoch: true" in open(os.path.join(c, "CKPT.yaml")).read()
+    ]
+    return max(ckpts, key=lambda c: int(open(os.path.join(c, "counter.ckpt")).read()))
+
+
+def _intra_epoch_checkpoint_of(out, epoch, max_step):
+    """True once a complete intra-epoch checkpoint of ``epoch`` exists, saved at
+    a step <= ``max_step`` (so that batches of the epoch remain after it)."""
+    for c in glob.glob(os.path.join(out, "save", "CKPT+*")):
+        try:
+            complete = os.path.isfile(os.path.join(c, "COMPLETE"))
+            meta = open(os.path.join(c, "CKPT.yaml")).read()
+            counter = open(os.path.join(c, "counter.ckpt")).read().strip()
+            step = re.search(
+                r"^step: (\d+)", open(os.path.join(c, "brain.ckpt")).read(), re.M
+            )
+        except OSError:  # being written or deleted
+            continue
+        if (
+            complete
+            and "end-of-epoch: false" in meta
+            and counter == str(epoch)
+            and step is not None
+            and int(step.group(1)) <= max_step
+        ):
+            return True
+    return False
+
+
+def _process_tree(pid):
+    """``pid`` and all its descendants (from ``/proc``)."""
+    children = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.split("/")[2]))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    return tree
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _kill_all(proc):
+    """SIGKILL the launcher and every worker at once, wait until all are gone.
+
+    torchrun starts each worker in a session of its own, so killing the launcher's
+    process group would leave the workers running (and writing).
+    """
+    tree = _process_tree(proc.pid)
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    deadline = time.time() + 30
+    while any(_alive(pid) for pid in tree):
+        assert time.time() < deadline, "a worker survived SIGKILL"
+        time.sleep(0.05)
+    return tree
+
+
+@pytest.mark.slow
+def test_ddp_kill9_mid_epoch_then_resume_is_identical(tiny_corpus, tmp_path):
+    """2 gloo processes with on-device augmentation (each rank its own RNG stream),
+    killed (SIGKILL of the launcher and both workers) in epoch 2 after an intra-epoch
+    checkpoint, then the same command again: the same losses, weights and RNG
+    streams as the uninterrupted run (issue 15: ranks > 0 drew new augmentations)."""
+    rows = (tiny_corpus / "train.csv").read_text().splitlines()[:33]
+    train_list = tmp_path / "train32.csv"  # 4 global batches of 8 per epoch
+    train_list.write_text("\n".join(rows) + "\n")
+    args = [
+        os.path.join(
+            ROOT, "recipes", "VoxCeleb", "SSL", "hparams", "simclr_ecapa.yaml"
+        ),
+        f"--data_folder={tiny_corpus}",
+        f"--train_list={train_list}",
+        "--trial_lists=[]",
+        "--noise_folder=noise",
+        "--rir_folder=rirs",
+        "--eq_prob=0.5",
+        "--channels=[16,16,16,16,48]",
+        "--emb_dim=16",
+        "--batch_size=8",
+        "--frame_length=4000",
+        "--num_workers=0",
+        "--noprogressbar",
+        "--eval_untrained=False",
+        "--number_of_epochs=2",
+        "--ckpt_interval_steps=1",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    proc = subprocess.run(
+        _torchrun(2, args, ref), capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    proc = subprocess.Popen(
+        _torchrun(2, args, out),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if _intra_epoch_checkpoint_of(out, 2, max_step=2):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before an epoch-2 checkpoint"
+    finally:
+        assert len(_kill_all(proc)) >= 3  # the launcher and 2 workers
+    assert "epoch: 2," not in _read(out)  # killed inside epoch 2
+    proc = subprocess.run(
+        _torchrun(2, args, out), capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def log(run):
+        return re.findall(r"train loss: .*?, train accuracy: \S+", _read(run))
+
+    assert len(log(ref)) == 2 and log(out) == log(ref)
+    a, b = _last_checkpoint(ref), _last_checkpoint(out)
+    for name in ("embedding_model", "optimizer"):
+        wa = torch.load(os.path.join(a, f"{name}.ckpt"), weights_only=True)
+        wb = torch.load(os.path.join(b, f"{name}.ckpt"), weights_only=True)
+        _assert_equal(wa, wb, name)
+    ra = torch.load(os.path.join(a, "rng.ckpt"), weights_only=True)["ranks"]
+    rb = torch.load(os.path.join(b, "rng.ckpt"), weights_only=True)["ranks"]
+    assert len(ra) == 2 and not torch.equal(ra[0]["torch"], ra[1]["torch"])
+    for r in (0, 1):  # each rank continued its own stream
+        assert torch.equal(ra[r]["torch"], rb[r]["torch"]), f"rank {r}"
+
+
+def _read(run):
+    with open(os.path.join(run, "train_log.txt")) as f:
+        return f.read()
+
+
+def _assert_equal(a, b, where):
+    """Nested state dicts hold exactly equal tensors."""
+    if torch.is_tensor(a):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where

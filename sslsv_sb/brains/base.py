@@ -20,7 +20,6 @@ import abc
 import logging
 import math
 import time
-from collections import defaultdict
 
 import speechbrain as sb
 import torch
@@ -30,7 +29,7 @@ from sslsv_sb.brains.sb_workarounds import SpeechBrainWorkarounds
 from sslsv_sb.distributed import rank, unwrap
 from sslsv_sb.errors import SSLSVError
 from sslsv_sb.schedules import cosine_warmup_lr
-from sslsv_sb.training import RNGState
+from sslsv_sb.training import EpochMetrics, RNGState
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +102,7 @@ class SSLBrain(SpeechBrainWorkarounds, abc.ABC):
     def __init__(self, *args, epoch_state=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.epoch_state = epoch_state
-        self._metric_sums = defaultdict(float)
-        self._metric_count_per = defaultdict(int)
+        self.metrics = EpochMetrics()
         self.valid_history = []  # (epoch, EER %) of the validation trial list
         self.rng_state = RNGState()
         if (
@@ -112,6 +110,13 @@ class SSLBrain(SpeechBrainWorkarounds, abc.ABC):
             and "rng" not in self.checkpointer.recoverables
         ):
             self.checkpointer.add_recoverable("rng", self.rng_state)
+        if self.checkpointer is not None:
+            if "epoch_metrics" in self.checkpointer.recoverables:
+                self.metrics = self.checkpointer.recoverables["epoch_metrics"]
+            else:  # optional: checkpoints of earlier versions do not have it
+                self.checkpointer.add_recoverable(
+                    "epoch_metrics", self.metrics, optional_load=True
+                )
         self.step_logger = getattr(self.hparams, "step_logger", None)
 
     # ------------------------------------------------------------------ views
@@ -221,8 +226,17 @@ class SSLBrain(SpeechBrainWorkarounds, abc.ABC):
                 value = value.detach().to(wide)
             else:
                 value = float(value)
-            self._metric_sums[key] = self._metric_sums[key] + value
-            self._metric_count_per[key] += 1
+            self.metrics.add(key, value)
+
+    @property
+    def _metric_sums(self):
+        """``{metric: sum}`` of the running epoch."""
+        return self.metrics.sums
+
+    @property
+    def _metric_count_per(self):
+        """``{metric: number of values}`` of the running epoch."""
+        return self.metrics.counts
 
     def record_loss_metrics(self):
         """Record the ``last_metrics`` dict of ``modules.loss`` (but its ``loss``).
@@ -407,21 +421,19 @@ class SSLBrain(SpeechBrainWorkarounds, abc.ABC):
         super().on_fit_start()
 
     def on_stage_start(self, stage, epoch=None):
-        """Publish the epoch to the data pipeline; reset epoch metrics."""
+        """Publish the epoch to the data pipeline; reset epoch metrics (but those
+        of an epoch resumed from an intra-epoch checkpoint)."""
         super().on_stage_start(stage, epoch)
         if self.epoch_state is not None and epoch is not None:
             self.epoch_state.epoch = int(epoch)
-        self._metric_sums = defaultdict(float)
-        self._metric_count_per = defaultdict(int)
+        if stage != sb.Stage.TRAIN or self.step == 0:
+            self.metrics.reset()
         self._stage_start = time.time()
 
     def epoch_metrics(self):
         """Mean of each recorded metric over the epoch (plain floats; the only place
         recorded tensors are read back to the host)."""
-        return {
-            k: float(self._metric_sums[k]) / max(1, self._metric_count_per[k])
-            for k in self._metric_sums
-        }
+        return self.metrics.means()
 
     def validation_encoders(self):
         """``{stat name: encode function}`` scored on ``valid_trial_list``; the
