@@ -68,3 +68,25 @@ def test_prob_zero_is_identity_and_bad_config(banks):
         ViewAugment(strategy="loud")
     with pytest.raises(SSLSVError, match="noise folder not found"):
         ViewAugment(noise_folder=str(banks / "nope")).load()
+
+
+def test_check_reads_headers_only_and_names_the_file(banks):
+    aug = ViewAugment(noise_folder="noise", rir_folder="rirs", max_files=2)
+    files = aug.bank_files(seed=1, data_folder=str(banks))
+    assert sorted(files) == ["music", "noise", "rir", "speech"]
+    assert all(len(v) == 2 for v in files.values())
+    aug.check(str(banks), seed=1)
+    assert aug.noise_folder == "noise" and not aug.loaded  # nothing changed
+    aug.load(str(banks), seed=1)  # loads exactly the files checked
+    assert aug.bank_speech.shape[0] == 2
+    sf.write(banks / "rirs" / "1.wav", np.zeros(100, dtype="float32"), 8000)
+    sf.write(banks / "rirs" / "0.wav", np.zeros(100, dtype="float32"), 8000)
+    sf.write(banks / "rirs" / "2.wav", np.zeros(100, dtype="float32"), 8000)
+    with pytest.raises(SSLSVError, match=r"rirs/\d.wav: sample rate 8000 Hz"):
+        aug.check(str(banks), seed=1)
+    for folder, message in [
+        ("missing", "noise folder not found"),
+        ("rirs", r"no wav files under .*rirs/\{noise,music,speech\}"),
+    ]:
+        with pytest.raises(SSLSVError, match=message):
+            ViewAugment(noise_folder=folder).check(str(banks))

@@ -75,3 +75,35 @@ def test_pop_keys_both_forms():
     )
     assert found == {"output_folder": "o", "data_folder": "d"}
     assert kept == ["y.yaml", "--lr=1"]
+
+
+def test_console_handler_splits_by_level(capsys):
+    import io
+    import logging
+
+    from sslsv_sb.recipe.cli import ConsoleHandler
+
+    out = io.StringIO()
+    log = logging.getLogger("sslsv_sb.test_console")
+    log.propagate, log.handlers = False, [ConsoleHandler(out)]
+    log.setLevel(logging.INFO)
+    log.info("progress")
+    log.warning("dropped 3 files")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("Exception:")
+    err = capsys.readouterr().err
+    assert out.getvalue() == "progress\n"
+    assert err.startswith("dropped 3 files\nException:\nTraceback")
+
+
+def test_irrelevant_speechbrain_warning_is_dropped(caplog):
+    import logging
+
+    import sslsv_sb.recipe.cli  # noqa: F401  (installs the filter)
+
+    log = logging.getLogger("speechbrain.utils.train_logger")
+    log.warning("torchvision is not available - cannot save figures")
+    log.warning("another train_logger warning")
+    assert caplog.messages == ["another train_logger warning"]
