@@ -31,7 +31,7 @@ Example
 >>> folder = tempfile.mkdtemp()
 >>> with FolderLock(folder, role="train.py") as lock:
 ...     sorted(read_lock_info(folder))
-['command', 'host', 'pid', 'pids', 'since']
+['command', 'host', 'pid', 'pids', 'role', 'since']
 >>> os.path.exists(os.path.join(folder, LOCK_NAME))  # removed on release
 False
 """
@@ -123,8 +123,9 @@ def read_lock_info(folder):
     Returns
     -------
     dict or None
-        ``{"pid", "host", "since", "command", "pids"}`` as written by the holder;
-        ``{}`` for a lock file without (readable) details; ``None`` without a file.
+        ``{"pid", "host", "since", "command", "role", "pids"}`` as written by the
+        holder; ``{}`` for a lock file without (readable) details; ``None`` without
+        a file.
     """
     try:
         with open(os.path.join(folder, LOCK_NAME), encoding="utf-8") as f:
@@ -174,8 +175,9 @@ class FolderLock:
 
     ``flock`` on the open file: the lock lives exactly as long as the process, so a
     crash or ``kill -9`` never leaves a lock that blocks the next run. The exclusive
-    holder writes its pid, host, start time and command into the file and removes
-    it on release. Shared holders (readers) write nothing and leave the file.
+    holder writes its pid, host, start time, role and command into the file and
+    removes it on release. Shared holders (readers) write nothing; a reader that had
+    to create the file removes it again when no one else holds it.
 
     Arguments
     ---------
@@ -184,7 +186,7 @@ class FolderLock:
     shared : bool
         Reader lock: any number of readers, no writer.
     role : str
-        What the holder does, for the messages (``"train.py"``, ``"evaluate.py"``).
+        What the holder does (``"train.py"``, ``"evaluate.py"``), recorded with it.
     hint : str
         Appended to the "in use" message (what the user can do; ``{pid}`` is
         replaced by the holder's pid).
@@ -222,6 +224,7 @@ class FolderLock:
             "host": socket.gethostname(),
             "since": _now(),
             "command": self.command,
+            "role": self.role,
             "pids": [os.getpid()],
         }
         info.update(extra or {})
