@@ -33,6 +33,7 @@ import tqdm
 import yaml
 
 from sslsv_sb.errors import SSLSVError
+from sslsv_sb.runtime import configure_process
 
 USER_ERROR_EXIT = 2
 INTERRUPT_EXIT = 130
@@ -157,6 +158,7 @@ def run_cli(main, argv=None):
         Status 2 after an :class:`SSLSVError` (``error: <message>`` on stderr, no
         traceback), 130 after Ctrl-C, or the ``int`` that ``main`` returned.
     """
+    configure_process()  # allocator settings (sslsv_sb.runtime) before main runs
     try:
         result = main(sys.argv[1:] if argv is None else list(argv))
     except SSLSVError as err:
