@@ -536,6 +536,12 @@ CASES = [
         r"--number_of_epochs=1\.5: expected an integer .*got a float",
     ),
     Case(
+        "override_null_default_text",
+        TRAIN,
+        _train("--eval_crop_seconds=abc"),
+        r"--eval_crop_seconds=abc: expected a number or null",
+    ),
+    Case(
         "override_bool_number",
         TRAIN,
         _train("--tensorboard=1"),

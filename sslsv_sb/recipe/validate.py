@@ -11,9 +11,10 @@ folder is touched:
   takes integers only (``--number_of_epochs=1.5`` is an error), a float key any
   number, a bool key ``True``/``False``, a list key a list (elements of the type
   the yaml's elements share), a mapping key a mapping, a text key any scalar (or
-  ``null``). Keys whose yaml value is ``null`` or tagged (``!ref``, ``!new:`` ...)
-  take any value; a key the yaml does not have is an error naming the closest
-  keys.
+  ``null``). A key whose yaml value is ``null`` takes null or the kind given in
+  :data:`NULL_DEFAULT_KINDS` (``--patience=2.5`` is an error), any value if not
+  listed; a tagged value (``!ref``, ``!new:`` ...) takes any value; a key the yaml
+  does not have is an error naming the closest keys.
 - :func:`validate_run`, called by :func:`sslsv_sb.recipe.train.main` right after
   the yaml is loaded, on every DDP rank (each rank reads the same files and reaches
   the same verdict, so all of them stop with the same line): the batch size against
@@ -90,6 +91,20 @@ _EXPECTED = {
     "str": "a scalar (text, number or null)",
     "list": "a list, e.g. [a, b]",
     "dict": "a mapping, e.g. {a: 1}",
+}
+
+# Keys the yamls set to null by default: their kind when set (null stays allowed).
+# lr_schedule takes an object (!name:...), so it is not listed.
+NULL_DEFAULT_KINDS = {
+    "data_folder": "str",
+    "valid_trial_list": "str",
+    "label_key": "str",
+    "init_from": "str",
+    "encoder_checkpoint": "str",
+    "language_test_list": "str",
+    "patience": "int",
+    "eval_crop_seconds": "float",
+    "predictor_lr": "float",
 }
 
 _EXPECTED_ELEMENTS = {
@@ -220,11 +235,14 @@ def check_override_types(yaml_text, overrides, source="hparams"):
             )
         default = schema[key]
         kind = _kind(default)
+        nullable = default is None and key in NULL_DEFAULT_KINDS
+        if nullable:
+            kind = NULL_DEFAULT_KINDS[key]
         if kind is None:
             continue
         bad, got = None, _type_name(value)
-        if not _fits(kind, value):
-            bad = _EXPECTED[kind]
+        if not (_fits(kind, value) or (nullable and value is None)):
+            bad = _EXPECTED[kind] + (" or null" if nullable and kind != "str" else "")
         elif kind == "list" and not _tagged(value):
             elem = _element_kind(default)
             wrong = [v for v in value if elem and not _fits(elem, v)]
