@@ -311,7 +311,7 @@ def test_a_second_signal_stops_at_once():
         os.kill(os.getpid(), signal.SIGINT)  # raises here
         reached.append("after the second")
     assert reached == ["after the first"]
-    assert err.value.exit_code == 143 and not err.value.saved  # the first signal
+    assert err.value.exit_code == 130 and not err.value.saved  # the one that stopped
 
 
 def test_a_signal_outside_training_stops_at_once():
