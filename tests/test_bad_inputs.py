@@ -657,10 +657,7 @@ CASES = [
         EXPORT,
         ["{run}", "{data}/out", "--formats=bundle"],
         r"embedding_model\.ckpt",
-        _corrupt_ckpt,
-        known_bug="the export reads save_folder as recorded in the run's "
-        "hyperparams.yaml (the absolute path where the run was trained): a copied or "
-        "moved run folder exports the checkpoints of the original folder",
+        _corrupt_ckpt,  # of the case's copy: a moved run exports its own
     ),
     Case(
         "export_unknown_format",

@@ -411,6 +411,25 @@ def test_export_refuses_a_run_folder_and_a_non_empty_folder(tmp_path, capsys):
     assert {p: snapshot(p) for p in (run, other, busy)} == before
 
 
+def test_export_reads_a_moved_run_from_where_it_is(tmp_path):
+    from sslsv_sb.recipe.tools.export_model import moved_run_overrides
+
+    run = tmp_path / "copy"
+    run.mkdir()
+    (run / RUN_HPARAMS).write_text(
+        "output_folder: /old/run\nsave_folder: /old/run/save\n"
+        "checkpointer: !new:speechbrain.utils.checkpoints.Checkpointer\n"
+        "    checkpoints_dir: /old/run/save\nnoise_folder: /data/noise\n"
+    )
+    assert moved_run_overrides(str(run)) == {
+        "output_folder": str(run),
+        "save_folder": str(run / "save"),
+        "checkpointer": {"checkpoints_dir": str(run / "save")},
+    }
+    (run / RUN_HPARAMS).write_text(f"output_folder: {run}\nsave_folder: /x\n")
+    assert moved_run_overrides(str(run)) == {}  # not moved
+
+
 @pytest.mark.slow
 def test_export_with_force_over_an_earlier_export_is_atomic(
     trained_copy, tmp_path, monkeypatch

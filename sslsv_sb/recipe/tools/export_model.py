@@ -3,8 +3,9 @@
 The command of ``tools/export_model.py`` (usage there): check the output folder
 (:func:`check_export_folder`), read the run under a shared lock (a training that
 writes the run folder refuses it, :class:`sslsv_sb.recipe.runfolder.FolderLock`),
-load the run's yaml and checkpoint (:func:`sslsv_sb.export.load_model`), then
-:func:`sslsv_sb.export.export_run` (every file written atomically).
+load the run's yaml (pointed at the folder given when the run was moved or copied,
+:func:`moved_run_overrides`) and checkpoint (:func:`sslsv_sb.export.load_model`),
+then :func:`sslsv_sb.export.export_run` (every file written atomically).
 """
 
 import argparse
@@ -14,7 +15,12 @@ import os
 from sslsv_sb.errors import SSLSVError
 from sslsv_sb.export import build_brain, export_run, load_model
 from sslsv_sb.recipe.models import load_run_hparams
-from sslsv_sb.recipe.runfolder import FolderLock, is_run_folder
+from sslsv_sb.recipe.runfolder import (
+    RUN_HPARAMS,
+    FolderLock,
+    is_run_folder,
+    parse_resolved,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,6 +66,55 @@ def check_export_folder(out, run, force=False):
         )
 
 
+def moved_run_overrides(run):
+    """Overrides that point a moved or copied run's yaml at the folder given.
+
+    A run's ``hyperparams.yaml`` records absolute paths (``output_folder``,
+    ``save_folder``, the ``checkpointer``'s ``checkpoints_dir``): read as recorded,
+    a copy of a run would export the original folder's checkpoints (and build its
+    ``save`` folder if gone). Paths inside the recorded ``output_folder`` are moved
+    into ``run``; the others are kept.
+
+    Arguments
+    ---------
+    run : str
+        The run folder given on the command line (absolute).
+
+    Returns
+    -------
+    dict
+        HyperPyYAML overrides (empty when the run did not move or the record cannot
+        be read: loading it then reports the problem).
+    """
+    try:
+        with open(os.path.join(run, RUN_HPARAMS), encoding="utf-8") as f:
+            doc = parse_resolved(f.read())
+    except Exception:  # noqa: BLE001 -- load_run_hparams reports it properly
+        return {}
+    recorded = doc.get("output_folder")
+    if not isinstance(recorded, str) or os.path.abspath(recorded) == run:
+        return {}
+
+    def moved(path):
+        if not isinstance(path, str):
+            return None
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(recorded))
+        return (
+            None
+            if rel.startswith(os.pardir)
+            else os.path.normpath(os.path.join(run, rel))
+        )
+
+    out = {"output_folder": run}
+    if moved(doc.get("save_folder")):
+        out["save_folder"] = moved(doc["save_folder"])
+    ckpt = doc.get("checkpointer")
+    args = ckpt.get("value") if isinstance(ckpt, dict) else None
+    if isinstance(args, dict) and moved(args.get("checkpoints_dir")):
+        out["checkpointer"] = {"checkpoints_dir": moved(args["checkpoints_dir"])}
+    return out
+
+
 def main(argv=None):
     """Parse arguments, load the run, write the exports; returns the report."""
     parser = _Parser(
@@ -93,7 +148,7 @@ def main(argv=None):
         role="export_model.py",
         hint="wait for the training to end before exporting",
     ):
-        yaml_path, hparams = load_run_hparams(run)
+        yaml_path, hparams = load_run_hparams(run, moved_run_overrides(run))
         brain = build_brain(hparams, {"device": args.device})
         info = load_model(
             brain, args.checkpoint, args.average_last, args.best_key, args.best_mode
