@@ -400,8 +400,11 @@ def runner_command(python, version, config_rel, threads, max_steps, dry_run=Fals
     return cmd
 
 
-def run_sslsv(ctx, dry_run=False):
-    """Build the view and config, check them, train with sslsv; returns results."""
+def run_sslsv(ctx, dry_run=False, runner_args=()):
+    """Build the view and config, check them, train with sslsv; returns results.
+
+    ``runner_args`` are appended to the training run's runner command (e.g.
+    ``["--time-only"]`` for ``tools/benchmark.py --sslsv``)."""
     args, mapping = ctx["args"], ctx["mapping"]
     sslsv_dir = check_sslsv_dir(args.sslsv)
     python = sslsv_python(args)
@@ -452,6 +455,7 @@ def run_sslsv(ctx, dry_run=False):
     out = {"work": work, "view": counts, "command": None, "check": "ok"}
     if not dry_run:
         cmd = runner_command(python, version, config_rel, args.threads, limit)
+        cmd += list(runner_args)
         out["command"] = " ".join(cmd)
         print(f"[sslsv] training in {work} (log: run.log)", flush=True)
         out["wall_seconds"] = run_logged(

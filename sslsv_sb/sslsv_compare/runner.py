@@ -215,16 +215,27 @@ class StepLimitedLoader:
         self.loader = loader
         self.limit = limit
         self.yielded = 0
+        # perf_counter() when an epoch's iteration starts and when each step ends
+        # (the trainer asks for the next batch): step i lasted marks[i+1] - marks[i]
+        # of its epoch, data loading included (tools/benchmark.py --sslsv).
+        self.step_marks = []
 
     def __len__(self):
         return len(self.loader)
 
     def __iter__(self):
+        marks = [time.perf_counter()]
+        self.step_marks.append(marks)
         for batch in self.loader:
             if self.limit is not None and self.yielded >= self.limit:
                 return
             self.yielded += 1
             yield batch
+            marks.append(time.perf_counter())
+
+    def step_seconds(self):
+        """Seconds of every finished step, in order (loading included)."""
+        return [b - a for marks in self.step_marks for a, b in zip(marks, marks[1:])]
 
     def __getattr__(self, name):
         if name == "loader":  # not set yet (e.g. during unpickling)
@@ -265,6 +276,11 @@ def _parse_args(argv):
         "--dry-run",
         action="store_true",
         help="load the config, build the model, write runner.json and stop",
+    )
+    parser.add_argument(
+        "--time-only",
+        action="store_true",
+        help="train and record per-step times, skip the embeddings (benchmark)",
     )
     parser.add_argument(
         "--keep-epoch-checkpoints",
@@ -393,12 +409,16 @@ def main(argv=None):
     payload["train_seconds"] = trainer.train_seconds
     payload["steps"] = limited.yielded
     payload["s_per_step"] = trainer.train_seconds / max(1, limited.yielded)
+    payload["step_seconds"] = limited.step_seconds()
     history = config.model_path / "training.json"
     if history.is_file():
         with open(history, encoding="utf-8") as f:
             payload["epochs_log"] = json.load(f)
 
     payload["own_metrics"] = {}
+    if args.time_only:
+        _write_json(out / "runner.json", payload)
+        return payload
     for tag in ("trained", "untrained"):
         if tag == "untrained":
             restore_initial(model.module, initial)
