@@ -306,9 +306,15 @@ def _log(notes):
 
 
 def _check_init_from(hparams):
-    """SSPS ``init_from``: another run's folder holding a checkpoint."""
+    """SSPS ``init_from``: another run's folder holding a checkpoint.
+
+    Only for a run without checkpoints of its own (a resume does not use it).
+    """
     init = hparams.get("init_from")
     if not init:
+        return
+    own = hparams.get("checkpointer")
+    if own is not None and own.find_checkpoints():
         return
     save = os.path.join(init, "save")
     save = save if os.path.isdir(save) else init
