@@ -147,12 +147,18 @@ def holder_text(info):
     >>> holder_text({"pid": 7, "host": "h", "since": "2026-01-01T00:00:00+00:00",
     ...              "command": "train.py x.yaml"})
     'pid 7 on h since 2026-01-01T00:00:00+00:00 (train.py x.yaml)'
+    >>> holder_text({"pid": 7, "pids": [7, 8], "host": "h"})
+    'pids 7, 8 (DDP ranks) on h'
     >>> holder_text({})
     'another process (no details recorded yet)'
     """
     if not info or "pid" not in info:
         return "another process (no details recorded yet)"
     text = f"pid {info['pid']} on {info.get('host', '?')}"
+    pids = info.get("pids") or []
+    if len(pids) > 1:
+        text = f"pids {', '.join(str(p) for p in pids)} (DDP ranks) on "
+        text += str(info.get("host", "?"))
     if info.get("since"):
         text += f" since {info['since']}"
     if info.get("command"):
@@ -188,8 +194,8 @@ class FolderLock:
     role : str
         What the holder does (``"train.py"``, ``"evaluate.py"``), recorded with it.
     hint : str
-        Appended to the "in use" message (what the user can do; ``{pid}`` is
-        replaced by the holder's pid).
+        Appended to the "in use" message (what the user can do; ``{pid}`` and
+        ``{pids}`` are replaced by the holder's pid and the pids of all its ranks).
     command : str or None
         Recorded command (default: this process's command line).
     """
@@ -215,7 +221,11 @@ class FolderLock:
                 f"{self.folder} is in use by another process (a reader such as "
                 "evaluate.py --eval_folder or export_model.py, or a run starting)"
             )
-        hint = self.hint.format(pid=(info or {}).get("pid", "PID"))
+        info = info or {}
+        pids = info.get("pids") or [info.get("pid", "PID")]
+        hint = self.hint.format(
+            pid=info.get("pid", "PID"), pids=" ".join(str(p) for p in pids)
+        )
         return SSLSVError(msg + (f"; {hint}" if hint else ""))
 
     def _write_info(self, extra=None):
@@ -777,7 +787,7 @@ class TrainingRunFolder:
             self.lock = FolderLock(
                 folder,
                 role="train.py",
-                hint="wait for it to end (or stop it: kill {pid}), or use another "
+                hint="wait for it to end (or stop it: kill {pids}), or use another "
                 "--output_folder",
                 command=self.command,
             ).acquire()
