@@ -14,6 +14,7 @@ file is written under a temporary name and renamed).
 
 import json
 import os
+import sys
 
 from sslsv_sb.errors import SSLSVError
 from sslsv_sb.evaluation.cache import model_fingerprint
@@ -30,6 +31,8 @@ from sslsv_sb.recipe.paths import VOXCELEB_SSL
 from sslsv_sb.recipe.runfolder import (
     RUN_HPARAMS,
     EvaluationFolders,
+    GracefulStop,
+    StopRequested,
     describe_changes,
     record_differences,
 )
@@ -118,12 +121,18 @@ def main(argv):
     """Evaluate a trained run: ``argv`` -> the ``verification.json`` payload (dict).
 
     ``argv`` is ``[hparams file, --key=value, ...]``: the flags of
-    :data:`EVAL_FLAGS`, yaml overrides and SpeechBrain run options.
+    :data:`EVAL_FLAGS`, yaml overrides and SpeechBrain run options. After a SIGTERM
+    / SIGINT the exit status (143 / 130) is returned instead (the embedding cache
+    keeps what was embedded).
     """
     opts, rest = split_flags(argv, EVAL_FLAGS)
     folders = EvaluationFolders(opts["eval_folder"])
     try:
-        return _evaluate(opts, rest, folders)
+        with GracefulStop().installed():  # SIGTERM: release the locks, exit 143
+            return _evaluate(opts, rest, folders)
+    except StopRequested as err:
+        print(err.message(), file=sys.stderr)
+        return err.exit_code
     finally:
         folders.close()
 
