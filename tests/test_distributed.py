@@ -313,14 +313,16 @@ def _kill_all(proc):
     return tree
 
 
-@pytest.mark.slow
-def test_ddp_kill9_mid_epoch_then_resume_is_identical(tiny_corpus, tmp_path):
-    """2 gloo processes with on-device augmentation (each rank its own RNG stream),
-    killed (SIGKILL of the launcher and both workers) in epoch 2 after an intra-epoch
-    checkpoint, then the same command again: the same losses, weights and RNG
-    streams as the uninterrupted run (issue 15: ranks > 0 drew new augmentations)."""
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def ddp_reference(tiny_corpus, tmp_path_factory):
+    """An uninterrupted 2-process gloo run (``torchrun --standalone``) with on-device
+    augmentation and a checkpoint every step: ``(args, run folder)``."""
+    tmp = tmp_path_factory.mktemp("ddp_reference")
     rows = (tiny_corpus / "train.csv").read_text().splitlines()[:33]
-    train_list = tmp_path / "train32.csv"  # 4 global batches of 8 per epoch
+    train_list = tmp / "train32.csv"  # 4 global batches of 8 per epoch
     train_list.write_text("\n".join(rows) + "\n")
     args = [
         os.path.join(
@@ -342,18 +344,42 @@ def test_ddp_kill9_mid_epoch_then_resume_is_identical(tiny_corpus, tmp_path):
         "--number_of_epochs=2",
         "--ckpt_interval_steps=1",
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    ref, out = tmp_path / "ref", tmp_path / "killed"
+    ref = tmp / "ref"
     proc = subprocess.run(
-        _torchrun(2, args, ref), capture_output=True, text=True, env=env, timeout=600
+        _torchrun(2, args, ref), capture_output=True, text=True, env=ENV, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return args, ref
 
+
+def _log(run):
+    return re.findall(r"train loss: .*?, train accuracy: \S+", _read(run))
+
+
+def _assert_same_run(ref, out, recoverables=("embedding_model", "optimizer")):
+    """Same logged losses and metrics, same final checkpoint."""
+    assert len(_log(ref)) == 2 and _log(out) == _log(ref)
+    a, b = _last_checkpoint(ref), _last_checkpoint(out)
+    for name in recoverables:
+        wa = torch.load(os.path.join(a, f"{name}.ckpt"), weights_only=True)
+        wb = torch.load(os.path.join(b, f"{name}.ckpt"), weights_only=True)
+        _assert_equal(wa, wb, name)
+    return a, b
+
+
+@pytest.mark.slow
+def test_ddp_kill9_mid_epoch_then_resume_is_identical(ddp_reference, tmp_path):
+    """2 gloo processes with on-device augmentation (each rank its own RNG stream),
+    killed (SIGKILL of the launcher and both workers) in epoch 2 after an intra-epoch
+    checkpoint, then the same command again: the same losses, weights and RNG
+    streams as the uninterrupted run (issue 15: ranks > 0 drew new augmentations)."""
+    args, ref = ddp_reference
+    out = tmp_path / "killed"
     proc = subprocess.Popen(
         _torchrun(2, args, out),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=env,
+        env=ENV,
     )
     try:
         deadline = time.time() + 300
@@ -366,24 +392,54 @@ def test_ddp_kill9_mid_epoch_then_resume_is_identical(tiny_corpus, tmp_path):
         assert len(_kill_all(proc)) >= 3  # the launcher and 2 workers
     assert "epoch: 2," not in _read(out)  # killed inside epoch 2
     proc = subprocess.run(
-        _torchrun(2, args, out), capture_output=True, text=True, env=env, timeout=600
+        _torchrun(2, args, out), capture_output=True, text=True, env=ENV, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-
-    def log(run):
-        return re.findall(r"train loss: .*?, train accuracy: \S+", _read(run))
-
-    assert len(log(ref)) == 2 and log(out) == log(ref)
-    a, b = _last_checkpoint(ref), _last_checkpoint(out)
-    for name in ("embedding_model", "optimizer"):
-        wa = torch.load(os.path.join(a, f"{name}.ckpt"), weights_only=True)
-        wb = torch.load(os.path.join(b, f"{name}.ckpt"), weights_only=True)
-        _assert_equal(wa, wb, name)
+    a, b = _assert_same_run(ref, out)
     ra = torch.load(os.path.join(a, "rng.ckpt"), weights_only=True)["ranks"]
     rb = torch.load(os.path.join(b, "rng.ckpt"), weights_only=True)["ranks"]
     assert len(ra) == 2 and not torch.equal(ra[0]["torch"], ra[1]["torch"])
     for r in (0, 1):  # each rank continued its own stream
         assert torch.equal(ra[r]["torch"], rb[r]["torch"]), f"rank {r}"
+
+
+@pytest.mark.slow
+def test_two_nodes_with_c10d_rendezvous_equal_one_node(ddp_reference, tmp_path):
+    """The multi-node path: two launchers (two "nodes" on this machine, one worker
+    each) meet through c10d rendezvous on localhost and train on a shared run folder.
+    Both finish, and the run equals the 2-process single-node run."""
+    args, ref = ddp_reference
+    out = tmp_path / "two_nodes"
+    port = _free_port()
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--nproc_per_node=1",
+        "--rdzv_backend=c10d",
+        f"--rdzv_endpoint=localhost:{port}",
+        f"--rdzv_id=two_nodes_{port}",
+        TRAIN,
+        *args,
+        "--distributed_backend=gloo",
+        f"--output_folder={out}",
+    ]
+    logs = [open(tmp_path / f"node{n}.err", "w+") for n in range(2)]
+    nodes = [
+        subprocess.Popen(launcher, stdout=subprocess.DEVNULL, stderr=f, env=ENV)
+        for f in logs
+    ]
+    try:
+        codes = [node.wait(timeout=600) for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                _kill_all(node)
+    for f, code in zip(logs, codes):
+        f.seek(0)
+        assert code == 0, f.read()[-3000:]
+    _assert_same_run(ref, out)
 
 
 def _read(run):
