@@ -12,7 +12,9 @@ and ``Trainer.start``) and adds, without editing any sslsv file:
 - the tuple-typed config fields that sslsv's yaml loader cannot read
   (``--fixups``, :func:`apply_fixups`);
 - an optimiser-step limit for budgets that end inside an epoch
-  (:class:`StepLimitedLoader`: schedules still span the whole epochs);
+  (:class:`StepLimitedLoader`: schedules still span the whole epochs), which also
+  records every step's time (``step_seconds`` in ``runner.json``; ``--time-only``
+  stops after training, for ``tools/benchmark.py --sslsv``);
 - the embeddings of every file of the trial list, for the untrained (seeded
   initialisation, before the first step) and the trained model, extracted by
   sslsv's own ``CosineSVEvaluation`` with ``frame_length: null`` (full

@@ -298,3 +298,11 @@ def test_script_entry_points(tmp_path):
     }
     bad = benchmark.subprocess_one({**spec, "mode": "model"}, timeout=300)
     assert "hparams file not found" in bad["error"] and bad["config"] == "nope"
+
+
+def test_batches_wrap_around_short_loaders():
+    batches = benchmark.Batches([1, 2])
+    assert [batches.next() for _ in range(5)] == [1, 2, 1, 2, 1]
+    assert batches.passes == 3
+    with pytest.raises(SSLSVError, match="yields no batch"):
+        benchmark.Batches([]).next()
