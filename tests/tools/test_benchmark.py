@@ -306,3 +306,12 @@ def test_batches_wrap_around_short_loaders():
     assert batches.passes == 3
     with pytest.raises(SSLSVError, match="yields no batch"):
         benchmark.Batches([]).next()
+
+
+def test_render_takes_every_result_file_next_to_the_output(tmp_path):
+    for name, date in (("b.json", "2026-01-02"), ("a.json", "2026-01-03")):
+        (tmp_path / name).write_text(json.dumps({"machine": {"date": date}}))
+    (tmp_path / "other.json").write_text("[1, 2]")
+    got = benchmark.results_to_render(str(tmp_path / "new.json"), {"x": 1})
+    assert [r["machine"]["date"] for r in got] == ["2026-01-02", "2026-01-03"]
+    assert benchmark.results_to_render(None, {"x": 1}) == [{"x": 1}]

@@ -1053,6 +1053,17 @@ def render(results, path):
     Path(path).write_text(head.rstrip("\n") + "\n\n" + block, encoding="utf-8")
 
 
+def results_to_render(out, result):
+    """Every result file next to ``out`` (date order, this run included), so that
+    ``--render`` regenerates the whole page; just ``[result]`` without ``--out``."""
+    if not out:
+        return [result]
+    files = sorted(Path(out).resolve().parent.glob("*.json"))
+    loaded = [json.loads(p.read_text(encoding="utf-8")) for p in files]
+    loaded = [r for r in loaded if isinstance(r, dict) and "machine" in r]
+    return sorted(loaded, key=lambda r: r["machine"].get("date", ""))
+
+
 def build_parser():
     """The tool's own options (anything else is a ``--key=value`` override)."""
     ap = argparse.ArgumentParser(
@@ -1267,7 +1278,7 @@ def main(argv=None):
             f"{r['speedup_vs_sslsv']} (pairs: {r['ratios']})"
         )
     if args.render:
-        render([result], args.render)
+        render(results_to_render(args.out, result), args.render)
     failed = any(
         "error" in r for k in ("train", "eval", "sslsv") for r in result.get(k, [])
     )
