@@ -245,10 +245,10 @@ class FolderLock:
         self.info = info
 
     def record_pids(self, pids):
-        """Record the pids of every DDP rank (rank 0's first) in the lock file."""
+        """Record the pids of every DDP rank (rank 0's first) in the lock file
+        (``"host:pid"`` for a rank on another node)."""
         if self.fd is not None and not self.shared:
-            pids = [int(p) for p in pids]
-            self._write_info({"pids": pids, "since": self.info["since"]})
+            self._write_info({"pids": list(pids), "since": self.info["since"]})
 
     def acquire(self):
         """Take the lock or raise :class:`SSLSVError` naming the holder.
@@ -724,11 +724,13 @@ def _on_main(fn):
 
 
 def _all_pids():
+    """Pids of every rank (a collective): ints on this host, ``"host:pid"`` else."""
     if not is_distributed_initialized():
         return [os.getpid()]
-    pids = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(pids, os.getpid())
-    return pids
+    ranks = [None] * torch.distributed.get_world_size()
+    host = socket.gethostname()
+    torch.distributed.all_gather_object(ranks, (host, os.getpid()))
+    return [pid if h == host else f"{h}:{pid}" for h, pid in ranks]
 
 
 # ------------------------------------------------------------------ training folder
