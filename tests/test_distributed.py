@@ -461,3 +461,89 @@ def _assert_equal(a, b, where):
             _assert_equal(x, y, f"{where}[{i}]")
     else:
         assert a == b, where
+
+
+class _Frames(torch.nn.Module):
+    def forward(self, wavs):
+        return wavs.reshape(wavs.shape[0], -1, 40)
+
+
+class _NoNorm(torch.nn.Module):
+    def forward(self, feats, lengths=None):
+        return feats
+
+
+class _MeanLinear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(40, 8)
+
+    def forward(self, feats, lengths=None):
+        return self.linear(feats).mean(dim=1)
+
+
+def _skip_worker(rank, world, port, out):
+    """Rank 1's first loss is NaN, rank 0's is finite: both must skip that step."""
+    import functools
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+    from speechbrain.utils.epoch_loop import EpochCounter
+
+    from sslsv_sb.brains.simclr import SimCLRBrain
+    from sslsv_sb.losses.ntxent import NTXentLoss
+
+    class NaNOnRank1First(NTXentLoss):
+        calls = 0
+
+        def forward(self, z1, z2):
+            self.calls += 1
+            loss = super().forward(z1, z2)
+            return loss * float("nan") if (rank, self.calls) == (1, 1) else loss
+
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    torch.manual_seed(0)
+    brain = SimCLRBrain(
+        modules={
+            "compute_features": _Frames(),
+            "mean_var_norm": _NoNorm(),
+            "embedding_model": _MeanLinear(),
+            "loss": NaNOnRank1First(0.1, gather_distributed=False),
+        },
+        opt_class=functools.partial(torch.optim.SGD, lr=0.1),
+        hparams={"epoch_counter": EpochCounter(1), "seed": 0},
+        run_opts={"device": "cpu", "noprogressbar": True},
+    )
+    brain.hparams.skip_nonfinite_steps = True
+    brain.init_optimizers()
+    before = [p.detach().clone() for p in brain.modules.parameters()]
+    views = torch.randn(4, 2, 400, generator=torch.Generator().manual_seed(rank))
+    batch = SimpleNamespace(views=SimpleNamespace(data=views))
+    brain.step = 1
+    brain.fit_batch(batch)
+    unchanged = all(
+        torch.equal(a, b) for a, b in zip(before, brain.modules.parameters())
+    )
+    first = (brain.optimizer_step, unchanged)
+    brain.step = 2
+    brain.fit_batch(batch)  # finite on both ranks: both step
+    torch.save(
+        {"first": first, "second": brain.optimizer_step},
+        os.path.join(out, f"skip{rank}.pt"),
+    )
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_step_skipped_on_one_rank_is_skipped_on_every_rank(tmp_path):
+    """Under DDP the gradients are averaged in backward, so a NaN loss on one rank
+    puts NaN into every rank's gradients: every rank must skip that step."""
+    torch.multiprocessing.spawn(
+        _skip_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2
+    )
+    for r in (0, 1):
+        res = torch.load(tmp_path / f"skip{r}.pt", weights_only=True)
+        assert res["first"] == (0, True), f"rank {r} stepped: {res}"
+        assert res["second"] == 1, f"rank {r}"

@@ -159,3 +159,22 @@ def test_diverging_run_stops_and_keeps_the_last_finite_checkpoint(
                 assert torch.isfinite(t).all(), path
     log = open(os.path.join(out, "train_log.txt")).read()
     assert "epoch: 1," in log and "epoch: 2," not in log and "0.00e+00" not in log
+
+    # A checkpoint made non-finite elsewhere is refused by the export, unwritten.
+    weights = os.path.join(ckpt, "embedding_model.ckpt")
+    state = torch.load(weights, weights_only=True)
+    state["blocks.0.conv.conv.weight"].view(-1)[5] = float("nan")
+    torch.save(state, weights)
+    export = os.path.join(root, "tools", "export_model.py")
+    proc = subprocess.run(
+        [sys.executable, export, str(out), str(tmp_path / "bundle")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the model of CKPT+") and "is not finite: " in last
+    assert "embedding_model.blocks.0.conv.conv.weight holds NaN or Inf" in last
+    assert not (tmp_path / "bundle").exists()

@@ -14,7 +14,7 @@ import os
 
 from sslsv_sb.errors import SSLSVError
 from sslsv_sb.export import build_brain, export_run, load_model
-from sslsv_sb.recipe.models import load_run_hparams
+from sslsv_sb.recipe.models import check_finite_model, load_run_hparams
 from sslsv_sb.recipe.runfolder import (
     RUN_HPARAMS,
     FolderLock,
@@ -153,6 +153,7 @@ def main(argv=None):
         info = load_model(
             brain, args.checkpoint, args.average_last, args.best_key, args.best_mode
         )
+        check_finite_model(brain, f"the model of {', '.join(info['checkpoints'])}")
         method = getattr(brain, "method_name", None)
         meta = {"run_folder": run, "method": method, **info}
         report = export_run(brain, yaml_path, out, formats, meta)
