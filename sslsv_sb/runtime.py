@@ -112,12 +112,78 @@ def configure_allocator(environ=None):
     return dict(_STATE)
 
 
-def configure_process():
+def native_bf16():
+    """Whether this CPU computes bf16 natively (oneDNN: AVX512-BF16 or AMX).
+
+    Without it, bf16 autocast on CPU is emulated: an ECAPA-TDNN step was about 8x
+    slower than in fp32 on an AVX2-only CPU (``docs/benchmarks.md``).
+    """
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True  # unknown: assume native (no warning)
+
+
+def _option(argv, name):
+    """Value of ``--name=value`` / ``--name value`` in ``argv`` (last one), or None."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == f"--{name}" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def precision_warning(argv, has_native_bf16=None):
+    """A warning for ``--precision=bf16`` on a CPU that emulates bf16, else None.
+
+    Arguments
+    ---------
+    argv : list of str
+        The script's arguments (SpeechBrain's ``--precision`` / ``--device``).
+    has_native_bf16 : bool or None
+        Override of :func:`native_bf16` (tests).
+
+    Example
+    -------
+    >>> precision_warning(["x.yaml", "--precision=fp32"]) is None
+    True
+    >>> precision_warning(["x.yaml", "--precision", "bf16"], False)[:40]
+    '--precision=bf16 on a CPU without native'
+    >>> precision_warning(["--precision=bf16", "--device=cuda:0"], False) is None
+    True
+    """
+    if _option(argv, "precision") != "bf16":
+        return None
+    if (_option(argv, "device") or "cpu").startswith("cuda"):
+        return None
+    native = native_bf16() if has_native_bf16 is None else has_native_bf16
+    if native:
+        return None
+    return (
+        "--precision=bf16 on a CPU without native bf16 (no AVX512-BF16 / AMX): bf16 "
+        "is emulated here and several times slower than fp32; use --precision=fp32"
+    )
+
+
+def configure_process(argv=None):
     """Runtime settings of a script's process (called by ``run_cli``).
+
+    Arguments
+    ---------
+    argv : list of str or None
+        The script's arguments (checked for an emulated ``--precision=bf16``, which
+        gets a warning on stderr).
 
     Returns
     -------
     dict
-        ``{"allocator": <configure_allocator() result>}``.
+        ``{"allocator": <configure_allocator() result>, "warning": str or None}``.
     """
-    return {"allocator": configure_allocator()}
+    warning = precision_warning(list(argv)) if argv else None
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return {"allocator": configure_allocator(), "warning": warning}

@@ -85,3 +85,16 @@ def test_run_cli_applies_the_allocator_settings():
     assert out.returncode == 0, out.stderr[-2000:]
     expected = "True" if runtime._glibc() is not None else "None"
     assert out.stdout.strip() == expected
+
+
+def test_emulated_bf16_gets_a_warning(capsys):
+    argv = ["x.yaml", "--precision=bf16", "--lr=1"]
+    assert "emulated" in runtime.precision_warning(argv, has_native_bf16=False)
+    assert runtime.precision_warning(argv, has_native_bf16=True) is None
+    assert runtime.precision_warning(["--precision", "fp32"], False) is None
+    assert runtime.precision_warning(argv + ["--device", "cuda:1"], False) is None
+    out = runtime.configure_process(["--precision", "bf16", "--device=cpu"])
+    native = runtime.native_bf16()
+    assert (out["warning"] is None) == native
+    err = capsys.readouterr().err
+    assert err.startswith("warning: --precision=bf16") != native

@@ -158,9 +158,10 @@ def run_cli(main, argv=None):
         Status 2 after an :class:`SSLSVError` (``error: <message>`` on stderr, no
         traceback), 130 after Ctrl-C, or the ``int`` that ``main`` returned.
     """
-    configure_process()  # allocator settings (sslsv_sb.runtime) before main runs
+    argv = sys.argv[1:] if argv is None else list(argv)
+    configure_process(argv)  # allocator, bf16 check (sslsv_sb.runtime)
     try:
-        result = main(sys.argv[1:] if argv is None else list(argv))
+        result = main(argv)
     except SSLSVError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(USER_ERROR_EXIT) from None
