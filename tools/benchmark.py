@@ -1,16 +1,21 @@
 #!/usr/bin/env python
-"""Training and evaluation benchmarks of sslsv-sb (GitHub issue 9).
+"""Training and evaluation benchmarks of sslsv-sb (issues 9 and 17).
 
 Usage::
 
-    python tools/generate_corpus.py --out /tmp/bench_corpus --preset demo
-    python tools/benchmark.py --data_folder /tmp/bench_corpus \
+    python tools/benchmark.py --configs simclr_ecapa512 dino_ecapa512 \
         --out benchmarks/results/cpu.json --render docs/benchmarks.md
-    python tools/benchmark.py --quick --data_folder /tmp/tiny   # smoke run, seconds
+    python tools/benchmark.py --yaml hparams/byol_ecapa.yaml --data_folder DATA \
+        --batch_size=64 --suite train --modes pipeline   # any yaml, any overrides
+    python tools/benchmark.py --configs simclr_ecapa512 --sslsv SSLSV_DIR \
+        --sslsv-python SSLSV_VENV/bin/python --precisions fp32 bf16  # side by side
+    python tools/benchmark.py --quick --data_folder /tmp/tiny   # smoke run
 
-Every measurement runs in its own subprocess (``--one``), so its peak resident memory
-(``ru_maxrss`` of the process, and of its loader workers through ``RUSAGE_CHILDREN``,
-which reports the largest child, not the sum) belongs to that measurement alone.
+Without ``--data_folder`` the embedded corpus is used, as by ``train.py``; other
+``--key=value`` arguments are yaml overrides (checked before any measurement). Every
+measurement runs in its own subprocess (``--one``), so its peak resident memory belongs
+to that measurement alone; each training row also records user/kernel CPU time and
+minor page faults per step.
 
 Training (Brains built from the recipe yamls exactly as ``train.py`` builds them):
 
@@ -21,8 +26,12 @@ Training (Brains built from the recipe yamls exactly as ``train.py`` builds them
 * ``pipeline``: SpeechBrain's real train dataloader (``brain.make_dataloader``, crop
   reading from the wav files) feeding ``fit_batch`` with augmentation on, with
   ``num_workers`` 0 and 2; a step is timed from the end of the previous step, so it
-  includes any wait for data;
+  includes any wait for data; a short list wraps around;
 * ``loader``: the dataloader alone (no model), i.e. what the input side can deliver.
+
+With ``--sslsv``, sslsv's own trainer runs the same shapes through the comparison
+tool's runner, interleaved with our ``pipeline`` runs (A,B,A,B), and the ratios
+``sslsv s/step / our s/step`` are printed.
 
 The data overhead is ``pipeline / model`` (steady-state medians). Evaluation: embedding
 extraction (utterances/s on the variable-length test utterances, sorted-by-length
