@@ -782,7 +782,6 @@ def sslsv_side(entry, hparams, args, steps, out_dir):
         "children_user_s": round(after.ru_utime - before.ru_utime, 2),
         "children_sys_s": round(after.ru_stime - before.ru_stime, 2),
         "children_minflt": after.ru_minflt - before.ru_minflt,
-        "work": res["work"],
     }
 
 
