@@ -137,9 +137,9 @@ class SpeechBrainWorkarounds(sb.Brain):
         Corrects ``core.py`` ``Brain.fit_batch`` and ``Checkpointer.save_checkpoint``,
         which train on and save non-finite weights (a non-finite loss can be
         skipped, but an optimiser step with a huge learning rate can still overflow
-        the weights). The check is one fused max-abs per tensor and one host read
-        (:func:`sslsv_sb.training.first_nonfinite`). Nothing is saved: the last
-        checkpoint, written after a passing check, stays the resume point.
+        the weights). The check is one fused norm per (device, dtype) group and one
+        host read (:func:`sslsv_sb.training.first_nonfinite`). Nothing is saved: the
+        last checkpoint, written after a passing check, stays the resume point.
 
         Arguments
         ---------
@@ -237,7 +237,11 @@ class SpeechBrainWorkarounds(sb.Brain):
         n = self.step - self.skipped.epoch
         if n <= 0 or not torch.isfinite(loss):
             return avg_loss
-        return avg_loss + (float(loss) - avg_loss) / n
+        # SpeechBrain's arithmetic, over the finite batches only (equal values when
+        # nothing was skipped)
+        avg_loss -= avg_loss / n
+        avg_loss += float(loss) / n
+        return avg_loss
 
     def epoch_loss(self, stage_loss):
         """The epoch's training loss for the log: NaN when every batch was
