@@ -30,7 +30,7 @@ import pandas as pd
 from sslsv_sb.data.sampling import audio_info
 from sslsv_sb.errors import SSLSVError, where
 
-_LAST_TRAIN_LIST = {}  # {key: DataFrame}: the last list read with an audio scan
+_LAST_TRAIN_LIST = {}  # {key: DataFrame}: last list scanned, kept for one more read
 
 
 def resolve(path, data_folder):
@@ -267,10 +267,11 @@ def read_train_list(
         Columns ``path`` (absolute), ``File`` (as listed), ``line`` (1-based line in
         the list file), ``label`` (if ``label_key``), plus the list's own columns;
         with ``sample_rate`` also ``frames`` and ``channels``, ``attrs["dropped"]``
-        and ``attrs["min_duration"]``. The last list read with ``sample_rate`` is
-        remembered (same arguments, list file unchanged: a copy is returned without
-        reading the files again), so validating a run and building its train set
-        scan the audio once.
+        and ``attrs["min_duration"]``. A list read with ``sample_rate`` is kept
+        for the next read with the same arguments (list file unchanged), which gets
+        it without reading the files again and releases it: validating a run and
+        building its train set scan the audio once, and no second copy of a large
+        list stays in memory.
     """
     key = None
     if sample_rate is not None:
@@ -286,7 +287,7 @@ def read_train_list(
             float(min_duration),
         )
         if st is not None and key in _LAST_TRAIN_LIST:
-            return _copy(_LAST_TRAIN_LIST[key])
+            return _LAST_TRAIN_LIST.pop(key)
     df = read_csv_list(path, what="train list")
     columns = list(df.columns)
     df["line"] = np.arange(len(df)) + 2  # header is line 1

@@ -155,16 +155,16 @@ def test_policy_scan_is_remembered_until_the_list_changes(audio, monkeypatch):
     def read():
         return read_train_list(path, str(audio), sample_rate=16000, min_duration=0.5)
 
-    read()
-    df = read()  # same list file, same arguments: not scanned again
-    assert len(calls) == 2 and len(df) == 2 and len(df.attrs["dropped"]) == 0
-    df.loc[0, "File"] = "changed"  # a copy: the remembered table is untouched
-    df.attrs["dropped"].loc[0] = [9, "x", 0]
-    again = read()
+    first = read()
+    first.loc[0, "File"] = "changed"  # a copy: the kept table is untouched
+    first.attrs["dropped"].loc[0] = [9, "x", 0]
+    again = read()  # same list file, same arguments: not scanned again
+    assert len(calls) == 2 and len(again) == 2
     assert again["File"][0] == "long.wav" and len(again.attrs["dropped"]) == 0
-    assert len(calls) == 2
-    policy(audio, ["long.wav", "long2.wav"])  # another list: scanned
+    read()  # kept for one read only: scanned again
     assert len(calls) == 4
+    policy(audio, ["long.wav", "long2.wav"])  # another list: scanned
+    assert len(calls) == 6
 
 
 def test_scan_audio_threads_keep_list_order(audio):
