@@ -237,6 +237,7 @@ def read_train_list(
     check_files=True,
     sample_rate=None,
     min_duration=0.0,
+    keep=False,
 ):
     """Read and validate a train list.
 
@@ -260,6 +261,9 @@ def read_train_list(
         With ``sample_rate``: files shorter than this (seconds) are dropped (listed
         in ``df.attrs["dropped"]``: ``line``, ``File``, ``frames``); an error if
         every file is. 0 keeps every file but one of zero length (an error).
+    keep : bool
+        With ``sample_rate``: keep the table for the next read with the same
+        arguments (see Returns).
 
     Returns
     -------
@@ -267,11 +271,11 @@ def read_train_list(
         Columns ``path`` (absolute), ``File`` (as listed), ``line`` (1-based line in
         the list file), ``label`` (if ``label_key``), plus the list's own columns;
         with ``sample_rate`` also ``frames`` and ``channels``, ``attrs["dropped"]``
-        and ``attrs["min_duration"]``. A list read with ``sample_rate`` is kept
-        for the next read with the same arguments (list file unchanged), which gets
-        it without reading the files again and releases it: validating a run and
-        building its train set scan the audio once, and no second copy of a large
-        list stays in memory.
+        and ``attrs["min_duration"]``. A list read with ``sample_rate`` and
+        ``keep`` is kept for the next read with the same arguments (list file
+        unchanged), which gets it without reading the files again and releases it:
+        validating a run and building its train set scan the audio once, and no
+        second copy of a large list stays in memory.
     """
     key = None
     if sample_rate is not None:
@@ -338,6 +342,8 @@ def read_train_list(
     df.attrs["dropped"] = dropped
     df.attrs["min_duration"] = float(min_duration)
     _LAST_TRAIN_LIST.clear()
+    if not keep:
+        return df
     _LAST_TRAIN_LIST[key] = df
     return _copy(df)
 

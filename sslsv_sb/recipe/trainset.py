@@ -125,7 +125,7 @@ def _same_speaker_partners(hparams, df):
     ]
 
 
-def read_train_table(hparams, data_folder):
+def read_train_table(hparams, data_folder, keep=False):
     """The yaml's train list read with its audio policy: ``(table, list path)``.
 
     With ``check_audio`` (default True) every file's header is read
@@ -134,7 +134,8 @@ def read_train_table(hparams, data_folder):
     than ``min_duration`` seconds (default 0.5) are dropped
     (:func:`sslsv_sb.data.lists.audio_policy_notes` words what was done;
     :func:`sslsv_sb.recipe.validate.validate_run` logs it). ``check_audio: False``
-    only checks that the files exist.
+    only checks that the files exist. ``keep``: the next identical read (the train
+    set built after the checks) gets the table without scanning again.
     """
     list_path = resolve(hparams["train_list"], data_folder)
     check_audio = hparams.get("check_audio", True)
@@ -144,6 +145,7 @@ def read_train_table(hparams, data_folder):
         label_key=hparams.get("label_key"),
         sample_rate=hparams["sample_rate"] if check_audio else None,
         min_duration=hparams.get("min_duration", 0.5),
+        keep=keep,
     )
     return df, list_path
 

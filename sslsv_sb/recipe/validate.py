@@ -353,7 +353,7 @@ def validate_run(hparams, world=None):
     check_audio = bool(hparams.get("check_audio", True))
     loader_options(hparams, world)  # batch size vs processes, num_workers
     _check_augmentation(hparams, data_folder)
-    df, list_path = read_train_table(hparams, data_folder)
+    df, list_path = read_train_table(hparams, data_folder, keep=True)
     notes = _log(audio_policy_notes(df, list_path, hparams["sample_rate"]))
     check_train_table(hparams, df, list_path)
     notes += _check_trial_lists(hparams, data_folder, check_audio)

@@ -153,7 +153,9 @@ def test_policy_scan_is_remembered_until_the_list_changes(audio, monkeypatch):
     path = write(audio / "l.csv", "File,Speaker\nlong.wav,s\nstereo.wav,s\n")
 
     def read():
-        return read_train_list(path, str(audio), sample_rate=16000, min_duration=0.5)
+        return read_train_list(
+            path, str(audio), sample_rate=16000, min_duration=0.5, keep=True
+        )
 
     first = read()
     first.loc[0, "File"] = "changed"  # a copy: the kept table is untouched
@@ -163,8 +165,9 @@ def test_policy_scan_is_remembered_until_the_list_changes(audio, monkeypatch):
     assert again["File"][0] == "long.wav" and len(again.attrs["dropped"]) == 0
     read()  # kept for one read only: scanned again
     assert len(calls) == 4
-    policy(audio, ["long.wav", "long2.wav"])  # another list: scanned
-    assert len(calls) == 6
+    policy(audio, ["long.wav", "long2.wav"])  # another list (not kept): scanned
+    read()  # the kept table was dropped when another list was scanned
+    assert len(calls) == 8
 
 
 def test_scan_audio_threads_keep_list_order(audio):
