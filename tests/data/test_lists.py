@@ -165,8 +165,8 @@ def test_policy_scan_is_remembered_until_the_list_changes(audio, monkeypatch):
     assert again["File"][0] == "long.wav" and len(again.attrs["dropped"]) == 0
     read()  # kept for one read only: scanned again
     assert len(calls) == 4
-    policy(audio, ["long.wav", "long2.wav"])  # another list (not kept): scanned
-    read()  # the kept table was dropped when another list was scanned
+    policy(audio, ["long.wav", "long2.wav"])  # l.csv rewritten, read without keep
+    read()  # so nothing was kept: scanned again
     assert len(calls) == 8
 
 
