@@ -558,7 +558,7 @@ CASES = [
         TRAIN,
         _train("--batchsize=4"),
         r"unknown hyper-parameter on the command line: --batchsize .*did you mean "
-        r"--batch_size\?",
+        r"--batch_size\b",
     ),
     Case(
         "override_given_twice",
