@@ -24,6 +24,7 @@ checks that stderr then holds the error line alone (no SpeechBrain warning).
 """
 
 import atexit
+import fcntl
 import hashlib
 import json
 import os
@@ -228,14 +229,25 @@ def runner():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, runner):
-    """``(data folder, run folder)`` of a finished 1-epoch tiny run."""
-    base = tmp_path_factory.mktemp("bad_inputs")
+    """``(data folder, run folder)`` of a finished 1-epoch tiny run.
+
+    Trained once per session: the pytest-xdist workers share it (file lock in the
+    session's base folder); cases only read it (they work on copies).
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, shared by its workers
+    base = root / "bad_inputs_trained"
     data, run = base / "data", base / "run"
-    make_data(str(data))
-    argv = [YAML, f"--data_folder={data}", f"--output_folder={run}", *TRAIN_ARGS]
-    rc, out, err = runner.run(TRAIN, argv, str(base))
-    assert rc == 0, err[-3000:]
-    assert os.path.isfile(run / "verification.json"), out[-2000:]
+    with open(root / "bad_inputs_trained.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if not os.path.isfile(run / "verification.json"):
+            shutil.rmtree(base, ignore_errors=True)
+            make_data(str(data))
+            argv = [YAML, f"--data_folder={data}", f"--output_folder={run}"]
+            rc, out, err = runner.run(TRAIN, [*argv, *TRAIN_ARGS], str(root))
+            assert rc == 0, err[-3000:]
+            assert os.path.isfile(run / "verification.json"), out[-2000:]
     return data, run
 
 
