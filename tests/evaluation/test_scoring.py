@@ -221,15 +221,15 @@ def test_whitening_undoes_a_dominant_nuisance_direction():
     assert raw > 0.4 and oracle < white < 0.2
 
 
-def _anisotropic_speakers(rng, n_fit, dim=96, n_spk=30, per_spk=4):
-    """Speaker and residual variance spread over all ``dim`` directions with a
-    decaying spectrum (as in trained embeddings): a fitting set of ``n_fit``
-    single-utterance speakers and trials of ``n_spk`` x ``per_spk`` utterances."""
+def _speakers(rng, n_fit, spk_decay, noise, dim=96, n_spk=30, per_spk=4):
+    """Synthetic embeddings: a speaker part with a decaying spectrum (exponent
+    ``spk_decay``) plus isotropic residual noise, in a random basis. A fitting set of
+    ``n_fit`` single-utterance speakers; trials of ``n_spk`` x ``per_spk``."""
     q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
-    scale = np.arange(1, dim + 1) ** -0.5
+    scale = np.arange(1, dim + 1) ** (-spk_decay / 2)
 
     def emb(latent):
-        return 0.5 + (latent + 0.8 * rng.normal(size=latent.shape)) * scale @ q.T
+        return 0.5 + (latent * scale + noise * rng.normal(size=latent.shape)) @ q.T
 
     spk = np.repeat(np.arange(n_spk), per_spk)
     x = emb(rng.normal(size=(n_spk, dim))[spk])
@@ -238,42 +238,50 @@ def _anisotropic_speakers(rng, n_fit, dim=96, n_spk=30, per_spk=4):
     return emb(rng.normal(size=(n_fit, dim))), x, e_idx, t_idx, labels
 
 
+def _whiten_eer(backend, fit, x, e_idx, t_idx, labels):
+    return eer(backend.fit(fit).score_indices(x, e_idx, t_idx), labels)[0]
+
+
 def test_whitening_small_fitting_set_is_safe(caplog):
     """Issue 18: fitted on about one file per dimension, plain PCA whitening (the old
     default) divides by near-zero eigenvalues of the sample covariance and scores far
-    worse than cosine; the default (Ledoit-Wolf below 10 files per dimension) stays
-    within a small margin of cosine (here it beats it) and logs a warning. With a
-    large fitting set both whitenings agree (the case is about estimation)."""
+    worse than cosine. The default shrinks the covariance by
+    ``max(Ledoit-Wolf, 1 - N / (10 D))`` and stays within a point of cosine, with a
+    warning, both where whitening helps (speaker variance spread over all
+    directions) and where Ledoit-Wolf's own shrinkage is too weak and loses > 3
+    points (speaker variance in the top directions, as in trained LibriSpeech
+    embeddings). With a large fitting set it is plain PCA whitening."""
     import logging
 
     from sslsv_sb.evaluation.scoring import WhiteningBackend
 
     for seed in (0, 1):
-        rng = np.random.default_rng(seed)
-        fit, x, e_idx, t_idx, labels = _anisotropic_speakers(rng, n_fit=100)
-        cos = eer(cosine_scores(x, x, e_idx, t_idx), labels)[0]
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="sslsv_sb.evaluation.scoring"):
-            safe = WhiteningBackend().fit(fit)
-        assert "fitted on 100 embeddings of dimension 96" in caplog.text
-        assert 0.0 < safe.shrinkage_ < 1.0
-        white = eer(safe.score_indices(x, e_idx, t_idx), labels)[0]
-        assert white <= cos + 0.01, (seed, white, cos)
-        plain = WhiteningBackend(shrinkage=None).fit(fit)
-        old = eer(plain.score_indices(x, e_idx, t_idx), labels)[0]
-        assert old > cos + 0.05, (seed, old, cos)  # the old default fails the test
+        for spk_decay, noise, lw_hurts in ((1.0, 0.8, False), (2.0, 0.3, True)):
+            case = _speakers(np.random.default_rng(seed), 100, spk_decay, noise)
+            fit, x, e_idx, t_idx, labels = case
+            cos = eer(cosine_scores(x, x, e_idx, t_idx), labels)[0]
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="sslsv_sb.evaluation.scoring"):
+                safe = WhiteningBackend()
+                white = _whiten_eer(safe, *case)
+            assert "fitted on 100 embeddings of dimension 96" in caplog.text
+            lw = WhiteningBackend(shrinkage="ledoit-wolf")
+            lw_eer = _whiten_eer(lw, *case)
+            assert safe.shrinkage_ == pytest.approx(max(lw.shrinkage_, 1 - 100 / 960))
+            assert white <= cos + 0.01, (seed, spk_decay, white, cos)
+            if lw_hurts:
+                assert lw_eer > cos + 0.03, (seed, lw_eer, cos)
+            plain = _whiten_eer(WhiteningBackend(shrinkage=None), *case)
+            assert plain > cos + 0.05, (seed, plain, cos)  # the old default fails
 
-    big, *_ = _anisotropic_speakers(np.random.default_rng(2), n_fit=2000)
+    big, x, *_ = _speakers(np.random.default_rng(2), 2000, 1.0, 0.8)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="sslsv_sb.evaluation.scoring"):
         auto = WhiteningBackend().fit(big)
     assert caplog.text == "" and auto.shrinkage_ == 0.0
     full = WhiteningBackend(shrinkage=None).fit(big)
     np.testing.assert_allclose(auto.transform(x), full.transform(x), atol=1e-4)
-    assert eer(auto.score_indices(x, e_idx, t_idx), labels)[0] <= cos
-    lw = WhiteningBackend(shrinkage="ledoit-wolf").fit(fit)
-    assert lw.shrinkage_ == pytest.approx(safe.shrinkage_)
-    assert WhiteningBackend(shrinkage=0.5).fit(fit).shrinkage_ == 0.5
+    assert WhiteningBackend(shrinkage=0.5).fit(big).shrinkage_ == 0.5
 
 
 def test_whitening_errors():

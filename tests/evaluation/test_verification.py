@@ -156,8 +156,9 @@ def test_speaker_of():
 def test_whiten_backend_scores_with_unlabelled_train_files(tiny_corpus, tmp_path):
     """``whiten``: fitted on ``whiten_max_files`` train files, equals cosine of the
     whitened embeddings computed independently (numpy eigendecomposition of the
-    Ledoit-Wolf covariance: 30 files of 8 dims are fewer than 10 per dimension)."""
-    from sklearn.covariance import LedoitWolf
+    shrunk covariance: 30 files of 8 dims are fewer than 10 per dimension, so the
+    shrinkage is max(Ledoit-Wolf, 1 - 30 / 80))."""
+    from sklearn.covariance import LedoitWolf, shrunk_covariance
 
     from sslsv_sb.evaluation.scoring import cosine_scores, index_trials
 
@@ -180,7 +181,8 @@ def test_whiten_backend_scores_with_unlabelled_train_files(tiny_corpus, tmp_path
     with np.load(cache / list_file) as z:
         x_list, files = z["emb"].astype(np.float64), list(z["files"])
     mu = x_fit.mean(0)
-    val, vec = np.linalg.eigh(LedoitWolf().fit(x_fit).covariance_)
+    delta = max(LedoitWolf().fit(x_fit).shrinkage_, 1 - 30 / 80)
+    val, vec = np.linalg.eigh(shrunk_covariance(np.cov(x_fit.T), delta))
     w = (x_list - mu) @ vec / np.sqrt(val)
     rows = [line.split() for line in open(tiny_corpus / "trials.txt")]
     base = os.path.abspath(str(tiny_corpus))
