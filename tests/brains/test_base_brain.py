@@ -344,3 +344,29 @@ def test_skip_of_an_accumulated_batch_drops_the_whole_step():
     _epoch(b, 2)  # a NaN in the first half of the step, a finite second half
     assert b.optimizer_step == 0
     assert all(torch.equal(x, y) for x, y in zip(before, weights(b)))
+
+
+def test_a_step_skipped_on_another_rank_is_skipped_here(monkeypatch):
+    """Under DDP the gradients are averaged in backward, so a NaN loss on one rank
+    reaches every rank's gradients: the skip decision is all-reduced (MAX) and a
+    rank whose own loss was finite skips too."""
+    import sslsv_sb.brains.sb_workarounds as sbw
+
+    b = brain(NTXentLoss(0.1, gather_distributed=False), skip_nonfinite_steps=True)
+    reduced = []
+
+    def other_rank_skipped(flag, op=None):  # a 2-rank MAX with a skipping peer
+        reduced.append(int(flag))
+        flag.fill_(1)
+
+    monkeypatch.setattr(sbw, "is_distributed", lambda: True)
+    monkeypatch.setattr(torch.distributed, "all_reduce", other_rank_skipped)
+    before = weights(b)
+    b.step = 1
+    b.fit_batch(batch())  # finite loss here
+    assert reduced == [0] and b.optimizer_step == 0
+    assert all(torch.equal(x, y) for x, y in zip(before, weights(b)))
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda flag, op=None: None)
+    b.step = 2
+    b.fit_batch(batch())  # no rank skips: the step is taken
+    assert b.optimizer_step == 1
