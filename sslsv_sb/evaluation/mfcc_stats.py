@@ -134,6 +134,7 @@ def mfcc_stats_features(paths, sample_rate=16000, num_workers=0, progress=False)
         sample_rate=sample_rate,
         progress=progress,
         normalize=False,
+        pad_mode="constant",  # zeros: the valid frames are those of the file alone
     )
 
 

@@ -54,7 +54,12 @@ import numpy as np
 from sslsv_sb.data.lists import read_train_list, read_trials, resolve
 from sslsv_sb.errors import SSLSVError
 from sslsv_sb.evaluation.cache import EmbeddingCache
-from sslsv_sb.evaluation.embeddings import extract_embeddings
+from sslsv_sb.evaluation.embeddings import (
+    BUCKET_RATIO,
+    MAX_BATCH,
+    MAX_BATCH_SECONDS,
+    extract_embeddings,
+)
 from sslsv_sb.evaluation.metrics import act_dcf, cllr, verification_metrics
 from sslsv_sb.evaluation.scoring import (
     SCORE_NORMS,
@@ -108,6 +113,15 @@ class EvalConfig:
         [``eval_p_targets``] Operating points of minDCF / actDCF.
     crop_seconds, n_crops, num_workers : float or None, int, int
         [``eval_crop_seconds``, ``eval_n_crops``, ``eval_num_workers``].
+    batch_size, max_batch_seconds, bucket_ratio : int, float, float or None
+        [``eval_batch_size``, ``eval_max_batch_seconds``, ``eval_bucket_ratio``]
+        Extraction batches: utterances at most, padded seconds at most, longest /
+        shortest at most ``1 + bucket_ratio``
+        (:func:`~sslsv_sb.evaluation.embeddings.make_batches`).
+    jobs : int
+        [``eval_jobs``] Processes embedding in parallel, one torch thread each (0:
+        one per CPU core; 1: this process with its torch threads; CPU encoders only,
+        see :func:`~sslsv_sb.evaluation.embeddings.extract_embeddings`).
     plots : bool
         [``eval_plots``] Write PNG plots.
     tsne_labels : str or None
@@ -142,6 +156,10 @@ class EvalConfig:
     crop_seconds: float = None
     n_crops: int = 1
     num_workers: int = 0
+    batch_size: int = MAX_BATCH
+    max_batch_seconds: float = MAX_BATCH_SECONDS
+    bucket_ratio: float = BUCKET_RATIO
+    jobs: int = 0
     plots: bool = True
     tsne_labels: str = None
     tsne_max_points: int = 2000
@@ -210,17 +228,54 @@ class EvalConfig:
                 "train_list: needed for PLDA / whitening / score normalisation "
                 "(cohort) but not set"
             )
-        for key in ("n_cohort", "cohort_top_k", "plda_rank_f", "n_crops"):
-            if int(getattr(self, key)) < 1:
-                raise SSLSVError(f"eval_{key}: must be >= 1, got {getattr(self, key)}")
-        for key, least in (("whiten_max_files", 2), ("whiten_n_components", 1)):
-            value = getattr(self, key)
-            if value is not None and int(value) < least:
-                raise SSLSVError(f"eval_{key}: must be >= {least}, got {value}")
+        for key, kind, least, nullable in _NUMBERS:
+            _check_number(f"eval_{key}", getattr(self, key), kind, least, nullable)
         self.p_targets = [float(p) for p in self.p_targets]
 
 
 # ------------------------------------------------------------------------- helpers
+#: Numeric settings of :class:`EvalConfig`: ``(field, type, bound, nullable)``.
+_NUMBERS = (
+    ("n_cohort", int, ">= 1", False),
+    ("cohort_top_k", int, ">= 1", False),
+    ("plda_rank_f", int, ">= 1", False),
+    ("n_crops", int, ">= 1", False),
+    ("batch_size", int, ">= 1", False),
+    ("jobs", int, ">= 0", False),
+    ("whiten_max_files", int, ">= 2", True),
+    ("whiten_n_components", int, ">= 1", True),
+    ("max_batch_seconds", float, "> 0", False),
+    ("bucket_ratio", float, ">= 0", True),
+)
+
+
+def _check_number(key, value, kind, bound, nullable):
+    """Raise :class:`SSLSVError` naming ``key`` unless ``value`` is a valid number.
+
+    Example
+    -------
+    >>> _check_number("eval_jobs", 2, int, ">= 0", False)
+    >>> _check_number("eval_jobs", "two", int, ">= 0", False)
+    Traceback (most recent call last):
+    ...
+    sslsv_sb.errors.SSLSVError: eval_jobs: must be an integer >= 0, got 'two'
+    """
+    if value is None and nullable:
+        return
+    op, least = bound.split()
+    try:
+        number = kind(value)
+        ok = not isinstance(value, bool) and (kind is float or number == value)
+    except (TypeError, ValueError):
+        ok = False
+    if ok:
+        ok = number >= float(least) if op == ">=" else number > float(least)
+    if not ok:
+        name = "an integer" if kind is int else "a number"
+        null = " or null" if nullable else ""
+        raise SSLSVError(f"{key}: must be {name} {bound}{null}, got {value!r}")
+
+
 def speaker_of(files):
     """Speaker of each file: first path component after the common prefix.
 
@@ -246,6 +301,16 @@ def _resolve_list(name, key, data_folder):
     if not os.path.isfile(path):
         raise SSLSVError(f"{key}: trial list {name!r} not found (looked for {path})")
     return path
+
+
+def extraction_batches(cfg):
+    """Batching keyword arguments of :func:`extract_embeddings` from ``cfg``."""
+    ratio = cfg.bucket_ratio
+    return {
+        "max_batch": int(cfg.batch_size),
+        "max_batch_seconds": float(cfg.max_batch_seconds),
+        "bucket_ratio": None if ratio is None else float(ratio),
+    }
 
 
 def embed_sets(encode, sets, cfg, cache, progress):
@@ -278,6 +343,8 @@ def embed_sets(encode, sets, cfg, cache, progress):
             num_workers=int(cfg.num_workers),
             sample_rate=int(cfg.sample_rate),
             progress=progress,
+            jobs=int(cfg.jobs),
+            **extraction_batches(cfg),
         )
         row = {f: i for i, f in enumerate(files)}
         for name, paths in todo.items():
@@ -471,6 +538,9 @@ def embed_stage(encode, cfg, trials, calib, data_folder, out_dir, model_id, rng,
         "n_crops": int(cfg.n_crops) if cfg.crop_seconds else 1,
         "sample_rate": int(cfg.sample_rate),
         "normalize": True,
+        # padded batches change embeddings slightly (embeddings.py): part of the key
+        "padding": "symmetric",
+        **extraction_batches(cfg),
     }
     cache = EmbeddingCache(
         os.path.join(out_dir, "embeddings_cache"),
@@ -962,10 +1032,25 @@ def score_trial_lists(
     n_crops=1,
     num_workers=0,
     progress=False,
+    **batches,
 ):
     """Embed every file of the trial lists once and score each list (cosine).
 
     No files are written (see :func:`run_verification` for the full report).
+
+    Arguments
+    ---------
+    encode : callable
+        ``encode(wavs (N, L), lengths (N,)) -> (N, D)``.
+    trial_files : list of str
+        Trial lists (``label enrol test`` lines).
+    data_folder : str
+        Folder the listed files are relative to.
+    crop_seconds, n_crops, num_workers, progress
+        As :func:`~sslsv_sb.evaluation.embeddings.extract_embeddings`.
+    **batches
+        ``max_batch``, ``max_batch_seconds``, ``bucket_ratio`` of
+        :func:`~sslsv_sb.evaluation.embeddings.extract_embeddings`.
 
     Returns
     -------
@@ -981,6 +1066,7 @@ def score_trial_lists(
         n_crops=n_crops,
         num_workers=num_workers,
         progress=progress,
+        **batches,
     )
     index = {f: i for i, f in enumerate(files)}
     results = {}
@@ -992,6 +1078,62 @@ def score_trial_lists(
             )
         }
     return results
+
+
+def time_verification(encode, trial_file, data_folder, **batches):
+    """Time the embedding and cosine scoring of one trial list (nothing written).
+
+    The evaluation speed measure of ``tools/eval_speed.py`` and
+    ``tools/benchmark.py``: every distinct file of the list is embedded once (full
+    utterances, batched as ``batches`` say), then every trial is scored and the
+    metrics are computed, as sslsv's ``CosineSVEvaluation`` does.
+
+    Arguments
+    ---------
+    encode : callable
+        ``encode(wavs (N, L), lengths (N,)) -> (N, D)`` (e.g. ``brain.encode``).
+    trial_file : str
+        Trial list.
+    data_folder : str
+        Folder the listed files are relative to.
+    **batches
+        ``max_batch``, ``max_batch_seconds``, ``bucket_ratio`` of
+        :func:`~sslsv_sb.evaluation.embeddings.extract_embeddings`.
+
+    Returns
+    -------
+    dict
+        ``seconds`` (wall), ``cpu_seconds`` (user + system CPU time of this process
+        and of its finished children, e.g. the ``jobs`` workers), ``n_files``,
+        ``utt_per_s``, ``cpu_utt_per_s`` (files per CPU second: the work, which a
+        busy machine changes less than the wall time), ``eer`` (%), ``mindcf_0.01``.
+    """
+    import time
+
+    n_files = len(read_trials(trial_file, data_folder).files())
+    start, cpu = time.perf_counter(), _cpu_seconds()
+    res = score_trial_lists(encode, [trial_file], data_folder, **batches)
+    seconds = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu
+    metrics = next(iter(res.values()))["cosine"]
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "n_files": n_files,
+        "utt_per_s": n_files / seconds,
+        "cpu_utt_per_s": n_files / cpu,
+        "eer": float(metrics["eer"]),
+        "mindcf_0.01": float(metrics["mindcf_0.01"]),
+    }
+
+
+def _cpu_seconds():
+    """User + system CPU seconds of this process and its waited-for children."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def write_json(path, payload):

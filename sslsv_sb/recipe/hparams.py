@@ -49,6 +49,7 @@ from ruamel.yaml import YAML, YAMLError
 from speechbrain.utils.distributed import run_on_main
 
 from sslsv_sb.errors import SSLSVError
+from sslsv_sb.evaluation.embeddings import follow_train_precision
 from sslsv_sb.recipe.validate import check_override_types
 
 logger = logging.getLogger(__name__)
@@ -498,6 +499,7 @@ def load_hparams(argv, recipe_dir=None, before_load=None):
         loaded hyper-parameters.
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    run_opts = follow_train_precision(run_opts)  # bf16 eval when training in bf16
     if not os.path.isfile(hparams_file):
         alt = os.path.join(recipe_dir, hparams_file) if recipe_dir else None
         if alt and os.path.isfile(alt):
