@@ -578,6 +578,16 @@ CASES = [
         [*_train(), "--seed=3", "--seed=4"],
         r"--seed is given twice on the command line",
     ),
+    Case(
+        "persistent_workers",
+        TRAIN,
+        _train(
+            "--output_folder={data}/new_run",  # a fresh run, not a resume
+            "--dataloader_options={{batch_size: 8, num_workers: 2, "
+            "persistent_workers: True}}",
+        ),
+        r"persistent_workers: True is not supported",
+    ),
     # ---- the run folder (lock, resume; H15a)
     Case(
         "locked_output_folder",

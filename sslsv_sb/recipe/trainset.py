@@ -95,10 +95,23 @@ def loader_options(hparams, world=None):
     dict
         A copy of ``dataloader_options`` with the per-process ``batch_size`` and an
         integer ``num_workers``.
+
+    Raises
+    ------
+    SSLSVError
+        A batch not divisible by the processes, or ``persistent_workers: True``.
     """
     if world is None:
         world = int(os.environ.get("WORLD_SIZE", "1"))
     kwargs = dict(hparams["dataloader_options"])
+    if kwargs.get("persistent_workers"):
+        # A persistent worker keeps the crop sampler state of its first epoch (the
+        # same crops every epoch), and it outlives fit(): the workers ignore the stop
+        # signals (GracefulStop), so the process would not exit.
+        raise SSLSVError(
+            "dataloader_options: persistent_workers: True is not supported (workers "
+            "would reuse their first epoch's crops); leave it unset"
+        )
     kwargs["num_workers"] = resolve_num_workers(kwargs.get("num_workers", 0), world)
     if world > 1:
         if kwargs["batch_size"] % world:

@@ -29,3 +29,12 @@ def test_loader_options_split_the_global_batch(monkeypatch):
     assert loader_options(hparams)["batch_size"] == 32
     with pytest.raises(SSLSVError, match="not divisible by the 3 processes"):
         loader_options(hparams, world=3)
+
+
+def test_persistent_workers_are_refused():
+    # A persistent worker would reuse its first epoch's crops and outlive fit().
+    opts = {"batch_size": 8, "num_workers": 2, "persistent_workers": True}
+    with pytest.raises(SSLSVError, match="persistent_workers"):
+        loader_options({"dataloader_options": opts})
+    opts["persistent_workers"] = False
+    assert loader_options({"dataloader_options": opts})["num_workers"] == 2
