@@ -4,10 +4,18 @@
 encoder, splits the rows (:func:`split_rows`), trains the requested probes
 (:data:`PROBES`) and merges accuracy / F1 into ``<output_folder>/downstream.json``
 under ``"<csv stem>:<key>"``.
+
+The run folder is checked and locked before the yaml builds anything, as by
+``evaluate.py`` (:class:`sslsv_sb.recipe.runfolder.EvaluationFolders`): a missing
+run folder is an error and is never created; the run is locked exclusively, so a
+run being trained, an evaluation writing into it or another ``downstream.py`` /
+``pseudo_labels.py`` on it is refused with one line naming the holder.
+``downstream.json`` is written under a temporary name and renamed.
 """
 
 import json
 import os
+import sys
 
 import numpy as np
 import pandas as pd
@@ -26,6 +34,7 @@ from sslsv_sb.recipe.cli import split_flags
 from sslsv_sb.recipe.hparams import load_hparams
 from sslsv_sb.recipe.models import load_trained, run_meta
 from sslsv_sb.recipe.paths import VOXCELEB_SSL
+from sslsv_sb.recipe.runfolder import EvaluationFolders, GracefulStop, StopRequested
 
 FLAGS = {
     "task_csv": None,
@@ -149,16 +158,34 @@ def main(argv):
 
     Returns
     -------
-    dict
-        The ``downstream.json`` payload.
+    dict or int
+        The ``downstream.json`` payload; the exit status (143 / 130) after a
+        SIGTERM / SIGINT (the embedding cache keeps what was embedded).
     """
     opts, rest = split_flags(argv, FLAGS)
     if not opts["task_csv"] or not opts["task_key"]:
         raise SSLSVError("--task_csv and --task_key are required")
     probes = _probe_names(opts["probes"])
-    _, run_opts, _, hparams = load_hparams(rest, recipe_dir=str(VOXCELEB_SSL))
+    folders = EvaluationFolders(
+        role="downstream.py", purpose="probes a trained run", flag=None
+    )
+    try:
+        with GracefulStop().installed():  # SIGTERM: release the lock, exit 143
+            return _downstream(opts, rest, probes, folders)
+    except StopRequested as err:
+        print(err.message(), file=sys.stderr)
+        return err.exit_code
+    finally:
+        folders.close()
+
+
+def _downstream(opts, rest, probes, folders):
+    """:func:`main` with the run folder checked and locked."""
+    _, run_opts, _, hparams = load_hparams(
+        rest, recipe_dir=str(VOXCELEB_SSL), before_load=folders.claim
+    )
     data_folder = hparams["data_folder"]
-    out = hparams["output_folder"]
+    out = folders.ensure(hparams)
     seed = int(hparams.get("seed", 0))
     csv_path, all_rows, tr, te, split = _task_rows(opts, data_folder, seed)
 

@@ -5,6 +5,13 @@ list (:mod:`sslsv_sb.data.fractions`), once per mode (``finetune`` / ``frozen`` 
 the SSL encoder, ``scratch``), each run an ordinary ``train.py`` subprocess in
 ``<output_folder>/<mode>_<pct>pct`` (:func:`run_dir`); finished runs are skipped,
 so the command resumes. The results go to ``label_efficient.{json,md,png}``.
+
+The output folder is locked for the whole command
+(:class:`sslsv_sb.recipe.runfolder.FolderLock`, ``<output_folder>/.run.lock``; each
+run's ``train.py`` locks its own sub-folder): a second ``label_efficient.py`` on it
+would rewrite the config, the subset lists a running training reads and the
+summary files, and is refused with one line naming the holder. Every file it writes
+is written under a temporary name and renamed.
 """
 
 import json
@@ -21,10 +28,12 @@ from sslsv_sb.data.fractions import (
 )
 from sslsv_sb.data.lists import resolve
 from sslsv_sb.errors import SSLSVError
+from sslsv_sb.export import atomic_path
 from sslsv_sb.recipe.cli import pop_keys, split_flags
 from sslsv_sb.recipe.hparams import load_hparams
 from sslsv_sb.recipe.models import extract_encoder
 from sslsv_sb.recipe.paths import VOXCELEB_SSL, voxceleb_script
+from sslsv_sb.recipe.runfolder import FolderLock, make_folder, remove_empty
 
 TRAIN = voxceleb_script("train.py")
 MODES = ("finetune", "frozen", "scratch")
@@ -137,8 +146,13 @@ def check_resume(out, config):
                 "use another --output_folder"
             )
     os.makedirs(out, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2)
+    _write_text(path, json.dumps(config, indent=2))
+
+
+def _write_text(path, text):
+    """Write ``text`` to ``path`` atomically (temporary file + rename)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def read_run(folder):
@@ -229,7 +243,8 @@ def plot_curve(payload, path):
     ax.set_title("Label-efficient evaluation")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -378,7 +393,20 @@ def main(argv):
     opts, rest = parse_options(argv)
     found, rest = pop_keys(rest, ["output_folder"])
     out = os.path.abspath(found["output_folder"])
-    os.makedirs(out, exist_ok=True)
+    created = make_folder(out, "--output_folder")
+    try:
+        with FolderLock(
+            out,
+            role="label_efficient.py",
+            hint="wait for it to end, or use another --output_folder",
+        ):
+            return _label_efficient(opts, rest, out)
+    finally:
+        remove_empty(created)  # a command refused before writing leaves no folder
+
+
+def _label_efficient(opts, rest, out):
+    """:func:`main` with the output folder locked."""
     hparams = base_hparams(rest, out)
     data_folder = hparams["data_folder"]
     list_path = resolve(hparams["train_list"], data_folder)
@@ -422,14 +450,13 @@ def main(argv):
         os.path.join(opts["ssl_run"], "verification.json")
     ):
         payload["ssl_only"] = read_run(opts["ssl_run"])
-    with open(os.path.join(out, "label_efficient.json"), "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
+    _write_text(
+        os.path.join(out, "label_efficient.json"), json.dumps(payload, indent=2)
+    )
     md = format_markdown(payload)
-    with open(os.path.join(out, "label_efficient.md"), "w", encoding="utf-8") as f:
-        f.write(md)
+    _write_text(os.path.join(out, "label_efficient.md"), md)
     if not opts["no_plot"]:
         plot_curve(payload, os.path.join(out, "label_efficient.png"))
     print(md)
     print(f"results written to {out}/label_efficient.{{json,md,png}}")
     return payload
-

@@ -6,6 +6,13 @@ VoxCeleb recipe script a user would run (``train.py``, ``downstream.py``,
 SSL pre-training, linear / MLP probes for ``language_key``, language-verification
 trials (:func:`build_trials`) and an optional supervised fine-tuning that is probed
 and verified the same way. Results: ``<output_folder>/language.{json,md}``.
+
+The output folder is locked for the whole command
+(:class:`sslsv_sb.recipe.runfolder.FolderLock` on :data:`LOCK_NAME`: the folder is
+also the SSL run, whose ``.run.lock`` each stage's script takes in turn), so a
+second ``language.py`` on it, which would rewrite the trial list a running
+evaluation reads and the summary files, is refused with one line naming the holder.
+The summary files are written under a temporary name and renamed.
 """
 
 import json
@@ -21,12 +28,17 @@ from sslsv_sb.data.language_trials import (
 )
 from sslsv_sb.data.lists import resolve
 from sslsv_sb.errors import SSLSVError
+from sslsv_sb.export import atomic_path
 from sslsv_sb.recipe.cli import pop_keys, split_flags
 from sslsv_sb.recipe.hparams import load_yaml, top_level_keys
 from sslsv_sb.recipe.models import extract_encoder
 from sslsv_sb.recipe.paths import VOXLINGUA_SSL, voxceleb_script
+from sslsv_sb.recipe.runfolder import FolderLock, make_folder, remove_empty
 
 STAGES = ("pretrain", "probe", "verify", "finetune")
+# The command's lock file in the output folder (not ``.run.lock``, which the
+# stages' train.py / downstream.py / evaluate.py take on the same folder).
+LOCK_NAME = ".language.lock"
 FLAGS = {
     "stages": ["pretrain", "probe", "verify"],
     "probes": ["linear", "mlp"],
@@ -319,8 +331,21 @@ def main(argv):
     data_folder, extra, values = resolve_data(yaml_path, overrides)
     _, overrides = pop_keys(overrides, ["data_folder"])
     args = [f"--data_folder={data_folder}", *extra, *overrides]
-    os.makedirs(out, exist_ok=True)
+    created = make_folder(out, "--output_folder")
+    try:
+        with FolderLock(
+            out,
+            role="language.py",
+            hint="wait for it to end, or use another --output_folder",
+            name=LOCK_NAME,
+        ):
+            return _language(yaml_path, out, args, values, data_folder, stages, opts)
+    finally:
+        remove_empty(created)  # a command refused before writing leaves no folder
 
+
+def _language(yaml_path, out, args, values, data_folder, stages, opts):
+    """:func:`main` with the output folder locked."""
     done = os.path.join(out, "pretrain.done")
     if "pretrain" in stages and not os.path.isfile(done):
         log = os.path.join(out, "language_pretrain.log")
@@ -348,12 +373,16 @@ def main(argv):
             ft_yaml, ft_run, ft_args, values, trials_path, stages, opts["probes"]
         )
 
-    with open(os.path.join(out, "language.json"), "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
     md = format_markdown(payload)
-    with open(os.path.join(out, "language.md"), "w", encoding="utf-8") as f:
-        f.write(md)
+    for name, text in (
+        ("language.json", json.dumps(payload, indent=2)),
+        ("language.md", md),
+    ):
+        with (
+            atomic_path(os.path.join(out, name)) as tmp,
+            open(tmp, "w", encoding="utf-8") as f,
+        ):
+            f.write(text)
     print(md)
     print(f"results written to {out}/language.{{json,md}}")
     return payload
-

@@ -6,11 +6,20 @@ pseudo-speakers (:func:`cluster`: k-means, then optional agglomerative merging) 
 writes ``pseudo_labels.csv`` (the train list of stage 3), ``ssl_encoder.ckpt`` and
 ``pseudo_labels.json`` (cluster sizes, :func:`label_metrics` against the true
 speakers when the list has them, :func:`ssl_eers` of the SSL run).
+
+The folders are checked and locked before the yaml builds anything, as by
+``evaluate.py --eval_folder`` (:class:`sslsv_sb.recipe.runfolder.EvaluationFolders`):
+a missing run folder is an error and is never created; the run is read under a
+shared lock (refused while it is trained) and the results folder
+(``--pseudo_folder``, default ``<run>/pseudo_labels``) is locked exclusively, so a
+second ``pseudo_labels.py`` writing there is refused with one line naming the holder.
+Every results file is written under a temporary name and renamed.
 """
 
 import json
 import logging
 import os
+import sys
 
 import numpy as np
 import torch
@@ -19,10 +28,12 @@ from sslsv_sb.clustering import spherical_kmeans
 from sslsv_sb.data.lists import read_train_list, resolve
 from sslsv_sb.errors import SSLSVError
 from sslsv_sb.evaluation.embeddings import extract_embeddings
+from sslsv_sb.export import atomic_path
 from sslsv_sb.recipe.cli import split_flags
 from sslsv_sb.recipe.hparams import load_hparams
 from sslsv_sb.recipe.models import build_run_brain, load_trained
 from sslsv_sb.recipe.paths import VOXCELEB_SSL
+from sslsv_sb.recipe.runfolder import EvaluationFolders, GracefulStop, StopRequested
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +165,7 @@ def ssl_eers(folder):
 
 
 def write_pseudo_list(path, df, labels):
-    """Write the ``File,Speaker`` train list of stage 3.
+    """Write the ``File,Speaker`` train list of stage 3 (atomically).
 
     Arguments
     ---------
@@ -170,7 +181,7 @@ def write_pseudo_list(path, df, labels):
     str
         ``path``.
     """
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write("File,Speaker\n")
         for name, lab in zip(df["File"], labels):
             f.write(f"{name},pseudo_{lab:05d}\n")
@@ -201,17 +212,38 @@ def main(argv):
 
     Returns
     -------
-    dict
-        The ``pseudo_labels.json`` payload.
+    dict or int
+        The ``pseudo_labels.json`` payload; the exit status (143 / 130) after a
+        SIGTERM / SIGINT.
     """
     opts, rest = split_flags(argv, FLAGS)
     if opts["n_clusters"] is None:
         raise SSLSVError("--n_clusters is required (k-means K)")
-    _, run_opts, _, hparams = load_hparams(rest, recipe_dir=str(VOXCELEB_SSL))
+    folders = EvaluationFolders(
+        opts["pseudo_folder"],
+        role="pseudo_labels.py",
+        purpose="clusters a trained run's embeddings",
+        flag="--pseudo_folder",
+        subfolder="pseudo_labels",
+    )
+    try:
+        with GracefulStop().installed():  # SIGTERM: release the locks, exit 143
+            return _pseudo_labels(opts, rest, folders)
+    except StopRequested as err:
+        print(err.message(), file=sys.stderr)
+        return err.exit_code
+    finally:
+        folders.close()
+
+
+def _pseudo_labels(opts, rest, folders):
+    """:func:`main` with its folders checked and locked."""
+    _, run_opts, _, hparams = load_hparams(
+        rest, recipe_dir=str(VOXCELEB_SSL), before_load=folders.claim
+    )
     data_folder = hparams["data_folder"]
-    run_folder = hparams["output_folder"]
-    out = opts["pseudo_folder"] or os.path.join(run_folder, "pseudo_labels")
-    out = os.path.abspath(out)
+    out = folders.ensure(hparams)
+    run_folder = folders.run
     brain = build_run_brain(hparams, run_opts, opts["checkpoint"])
     info = load_trained(brain, hparams, opts["checkpoint"])
 
@@ -237,10 +269,10 @@ def main(argv):
         n_init=opts["kmeans_n_init"],
         max_iter=opts["kmeans_max_iter"],
     )
-    os.makedirs(out, exist_ok=True)
     csv_path = write_pseudo_list(os.path.join(out, "pseudo_labels.csv"), df, labels)
     model = brain.inference_modules()[2]
-    torch.save(model.state_dict(), os.path.join(out, "ssl_encoder.ckpt"))
+    with atomic_path(os.path.join(out, "ssl_encoder.ckpt")) as tmp:
+        torch.save(model.state_dict(), tmp)
 
     sizes = np.bincount(labels)
     payload = {
@@ -262,7 +294,10 @@ def main(argv):
     }
     if key and key in df.columns:
         payload["vs_true_speakers"] = label_metrics(labels, df[key].to_numpy())
-    with open(os.path.join(out, "pseudo_labels.json"), "w", encoding="utf-8") as f:
+    with (
+        atomic_path(os.path.join(out, "pseudo_labels.json")) as tmp,
+        open(tmp, "w", encoding="utf-8") as f,
+    ):
         json.dump(payload, f, indent=2)
     print(summary(payload))
     print(f"pseudo-label list: {csv_path}")
@@ -273,4 +308,3 @@ def main(argv):
         f"--data_folder={data_folder}"
     )
     return payload
-

@@ -1,6 +1,7 @@
 """A run folder's lifecycle: lock, write-once ``hyperparams.yaml``, resume, stop.
 
-A training run owns its output folder (``train.py``); ``evaluate.py`` and the export
+A training run owns its output folder (``train.py``); ``evaluate.py``,
+``downstream.py``, ``pseudo_labels.py`` (:class:`EvaluationFolders`) and the export
 tool read it. What keeps the folder whole:
 
 - **a lock** (:class:`FolderLock`): ``<folder>/.run.lock``, an ``flock`` on a file
@@ -11,9 +12,9 @@ tool read it. What keeps the folder whole:
   nobody holds is stale and taken over with a log line. Where the filesystem has no
   ``flock`` (some network mounts), the lock falls back to an ``O_CREAT | O_EXCL``
   file whose pid is checked on the same host. ``train.py`` takes it exclusively (rank 0
-  under DDP; the other ranks share it); readers (``evaluate.py --eval_folder``, the
-  export tool) take it shared, so they wait for no one but never read a folder that a
-  training writes;
+  under DDP; the other ranks share it); readers (``evaluate.py --eval_folder``,
+  ``pseudo_labels.py``, the export tool) take it shared, so they wait for no one but
+  never read a folder that a training writes;
 - **a write-once record** (:meth:`TrainingRunFolder.start`): the run's resolved
   ``hyperparams.yaml`` is written when the run starts, after every check passed.
   A later command on the same folder is a resume: it is compared with the record;
@@ -113,12 +114,14 @@ def default_command():
     return shlex.join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]])
 
 
-def read_lock_info(folder):
+def read_lock_info(folder, name=LOCK_NAME):
     """The holder recorded in ``<folder>/.run.lock``, or ``None``.
 
     Arguments
     ---------
     folder : str
+    name : str
+        The lock file's name (:data:`LOCK_NAME` unless the lock is not the run's).
 
     Returns
     -------
@@ -128,7 +131,7 @@ def read_lock_info(folder):
         a file.
     """
     try:
-        with open(os.path.join(folder, LOCK_NAME), encoding="utf-8") as f:
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
         return None
@@ -198,11 +201,24 @@ class FolderLock:
         ``{pids}`` are replaced by the holder's pid and the pids of all its ranks).
     command : str or None
         Recorded command (default: this process's command line).
+    name : str
+        The lock file's name: :data:`LOCK_NAME`, or another one for a script that
+        runs ``train.py`` in the folder it locks (``language.py``), so that its
+        lock and the training's do not exclude each other.
     """
 
-    def __init__(self, folder, shared=False, role="train.py", hint="", command=None):
+    def __init__(
+        self,
+        folder,
+        shared=False,
+        role="train.py",
+        hint="",
+        command=None,
+        name=LOCK_NAME,
+    ):
         self.folder = os.path.abspath(str(folder))
-        self.path = os.path.join(self.folder, LOCK_NAME)
+        self.name = name
+        self.path = os.path.join(self.folder, name)
         self.shared, self.role, self.hint = shared, role, hint
         self.command = command or default_command()
         self.fd = None
@@ -219,7 +235,8 @@ class FolderLock:
         else:
             msg = (
                 f"{self.folder} is in use by another process (a reader such as "
-                "evaluate.py --eval_folder or export_model.py, or a run starting)"
+                "evaluate.py --eval_folder, pseudo_labels.py or export_model.py, or "
+                "a run starting)"
             )
         info = info or {}
         pids = info.get("pids") or [info.get("pid", "PID")]
@@ -265,7 +282,7 @@ class FolderLock:
             except OSError as err:
                 if err.errno not in _NO_FLOCK:
                     raise SSLSVError(
-                        f"{self.folder}: cannot write the lock file {LOCK_NAME} "
+                        f"{self.folder}: cannot write the lock file {self.name} "
                         f"({err.strerror})"
                     ) from None
                 self.flock = False
@@ -296,7 +313,7 @@ class FolderLock:
             try:
                 fcntl.flock(fd, mode | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise self._busy(read_lock_info(self.folder) or {}) from None
+                raise self._busy(read_lock_info(self.folder, self.name) or {}) from None
             try:
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -310,7 +327,7 @@ class FolderLock:
             raise
         self.fd = fd
         if not self.shared:
-            old = read_lock_info(self.folder)
+            old = read_lock_info(self.folder, self.name)
             if old:
                 self._log_takeover(old)
             self._write_info()
@@ -333,7 +350,7 @@ class FolderLock:
     def _acquire_excl(self):
         """Fallback without flock: create the file exclusively, check its pid."""
         if self.shared:
-            info = read_lock_info(self.folder)
+            info = read_lock_info(self.folder, self.name)
             if info and not self._stale(info):
                 raise self._busy(info)
             self.fd = None
@@ -344,7 +361,7 @@ class FolderLock:
                     self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
                 )
             except FileExistsError:
-                info = read_lock_info(self.folder)
+                info = read_lock_info(self.folder, self.name)
                 if info is None:
                     continue
                 if not self._stale(info):
@@ -906,26 +923,47 @@ class TrainingRunFolder:
 
 
 class EvaluationFolders:
-    """``evaluate.py``'s folders: the run it reads and the folder it writes.
+    """The folders of a script that reads a trained run and writes results.
 
-    :meth:`claim` (the ``before_load`` hook of ``load_hparams``) runs before the yaml
-    builds anything (its ``Checkpointer`` would create ``<run>/save``):
+    ``evaluate.py``, ``downstream.py`` and ``pseudo_labels.py``: the run it reads
+    and the folder it writes. :meth:`claim` (the ``before_load`` hook of
+    ``load_hparams``) runs before the yaml builds anything (its ``Checkpointer``
+    would create ``<run>/save``):
 
     - the run folder must exist and hold its ``save`` folder (nothing is created);
     - results in the run folder (no ``--eval_folder``): the run is locked
-      exclusively, so a training or another evaluation writing there is refused;
-    - results in ``--eval_folder``: the run is locked shared (read; refused while a
-      training holds it) and the evaluation folder, created if needed (an unwritable
-      one is one error line), exclusively.
+      exclusively, so a training or another script writing there is refused;
+    - results in another folder (``--eval_folder``, or ``<run>/<subfolder>``): the
+      run is locked shared (read; refused while a training holds it) and the results
+      folder, created if needed (an unwritable one is one error line), exclusively.
 
     Arguments
     ---------
     eval_folder : str or None
-        ``--eval_folder``.
+        The results folder given on the command line (``--eval_folder``).
+    role : str
+        The script, recorded with the locks and named in the messages.
+    purpose : str
+        What it does with the run (``"scores a trained run"``), for the message
+        about a missing run folder.
+    flag : str or None
+        The flag of ``eval_folder`` (``None``: the script writes into the run).
+    subfolder : str or None
+        Results in ``<run>/<subfolder>`` when ``eval_folder`` is not given (else in
+        the run folder).
     """
 
-    def __init__(self, eval_folder=None):
+    def __init__(
+        self,
+        eval_folder=None,
+        role="evaluate.py",
+        purpose="scores a trained run",
+        flag="--eval_folder",
+        subfolder=None,
+    ):
         self.eval_folder = eval_folder
+        self.role, self.purpose, self.flag = role, purpose, flag
+        self.subfolder = subfolder
         self.run = self.out = None
         self.locks = []
         self.created = []
@@ -951,21 +989,26 @@ class EvaluationFolders:
         run = os.path.abspath(str(run))
         if not os.path.isdir(run):
             raise SSLSVError(
-                f"--output_folder={run}: no such run folder (evaluate.py scores a "
-                "trained run and creates nothing)"
+                f"--output_folder={run}: no such run folder ({self.role} "
+                f"{self.purpose} and creates nothing)"
             )
         if save and not os.path.isdir(save):
             raise SSLSVError(
                 f"{save}: no checkpoint folder (--output_folder must be a trained run)"
             )
-        out = os.path.abspath(str(self.eval_folder)) if self.eval_folder else run
+        out = run
+        if self.eval_folder:
+            out = os.path.abspath(str(self.eval_folder))
+        elif self.subfolder:
+            out = os.path.join(run, self.subfolder)
         if out == run:
+            unless = f" unless {self.flag} is given" if self.flag else ""
             self.locks.append(
                 FolderLock(
                     run,
-                    role="evaluate.py",
-                    hint="wait for it to end; evaluate.py writes its results into "
-                    "the run folder unless --eval_folder is given",
+                    role=self.role,
+                    hint=f"wait for it to end; {self.role} writes its results into "
+                    f"the run folder{unless}",
                 ).acquire()
             )
         else:
@@ -973,16 +1016,16 @@ class EvaluationFolders:
                 FolderLock(
                     run,
                     shared=True,
-                    role="evaluate.py",
-                    hint="wait for the training to end before evaluating the run",
+                    role=self.role,
+                    hint=f"wait for the training to end before running {self.role}",
                 ).acquire()
             )
-            self.created = make_folder(out, "--eval_folder")
+            self.created = make_folder(out, self.flag)
             self.locks.append(
                 FolderLock(
                     out,
-                    role="evaluate.py",
-                    hint="wait for it, or use another --eval_folder",
+                    role=self.role,
+                    hint=f"wait for it, or use another {self.flag}",
                 ).acquire()
             )
         self.run, self.out = run, out
