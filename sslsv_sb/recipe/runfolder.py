@@ -1146,7 +1146,7 @@ class GracefulStop:
     -------
     >>> stop = GracefulStop()
     >>> with stop.installed(), stop.deferred():
-    ...     os.kill(os.getpid(), signal.SIGTERM)   # only noted
+    ...     signal.raise_signal(signal.SIGTERM)   # only noted
     ...     noted, stop.signum = stop.signum, None
     >>> noted == signal.SIGTERM
     True

@@ -284,7 +284,7 @@ class _FakeBrain:
         for _ in range(10):
             self.step += 1
             if self.step == signal_at:
-                os.kill(os.getpid(), signal.SIGTERM)
+                signal.raise_signal(signal.SIGTERM)
             if self._should_save_intra_epoch_ckpt(0, 0):
                 self._save_intra_epoch_ckpt()
 
@@ -304,11 +304,14 @@ def test_sigterm_stops_at_an_optimiser_step_with_a_checkpoint(gaf, signal_at, st
 
 
 def test_a_second_signal_stops_at_once():
+    # raise_signal runs the Python handler before it returns; os.kill to our own
+    # pid may be delivered to another thread and handled later, after the SIGINT
+    # (pending handlers run by signal number: SIGINT first).
     stop, reached = GracefulStop(), []
     with pytest.raises(StopRequested) as err, stop.installed(), stop.deferred():
-        os.kill(os.getpid(), signal.SIGTERM)  # noted: waits for a step boundary
+        signal.raise_signal(signal.SIGTERM)  # noted: waits for a step boundary
         reached.append("after the first")
-        os.kill(os.getpid(), signal.SIGINT)  # raises here
+        signal.raise_signal(signal.SIGINT)  # raises here
         reached.append("after the second")
     assert reached == ["after the first"]
     assert err.value.exit_code == 130 and not err.value.saved  # the one that stopped
@@ -317,7 +320,7 @@ def test_a_second_signal_stops_at_once():
 def test_a_signal_outside_training_stops_at_once():
     stop, reached = GracefulStop(), []
     with pytest.raises(StopRequested) as err, stop.installed():
-        os.kill(os.getpid(), signal.SIGINT)  # the handler raises here
+        signal.raise_signal(signal.SIGINT)  # the handler raises here
         reached.append("after the signal")
     assert not reached and err.value.exit_code == 130 and not err.value.saved
 
