@@ -185,3 +185,18 @@ def test_length_helpers():
     x = torch.tensor([[[1.0, 3.0, 100.0]]])
     out = pool(x, torch.tensor([2]))
     torch.testing.assert_close(out, torch.tensor([[2.0, 1.0]]))
+
+
+def test_feature_norm_sentence_is_the_encoder_blocks_normalisation():
+    from speechbrain.processing.features import InputNormalization
+
+    from sslsv_sb.models.encoders import FeatureNorm
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 40, 8) * 4 + 2
+    lengths = torch.tensor([1.0, 0.5, 0.75])  # padded frames stay out of the stats
+    ref = InputNormalization(norm_type="sentence", std_norm=True)(x, lengths)
+    assert torch.allclose(FeatureNorm("sentence")(x, lengths), ref)
+    # "none" keeps the utterance's spectral envelope (what "sentence" removes)
+    none = FeatureNorm("none")(x, lengths)
+    assert torch.equal(none, x) and not torch.allclose(ref, x)
