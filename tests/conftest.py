@@ -4,7 +4,12 @@ import os
 
 import pytest
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Under pytest-xdist (`make test`: -n 2 on 2 cores) each worker and the training
+# subprocesses it starts use one thread: two workers of two OpenMP threads each
+# oversubscribe the cores, and idle OpenMP threads spin.
+os.environ.setdefault(
+    "OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+)
 
 
 @pytest.fixture(scope="session")
