@@ -53,8 +53,10 @@ def test_load_model_refuses_pickled_code(tmp_path):
         load_model(brain, "last", 1)
     msg = str(e.value)
     evil = folder / "embedding_model.ckpt"  # named by the check before loading
-    assert msg.startswith(f"{evil}: refused: it holds Python objects other than "
-                          "tensors and numbers (Unsupported global: GLOBAL ")
+    assert msg.startswith(
+        f"{evil}: refused: it holds Python objects other than "
+        "tensors and numbers (Unsupported global: GLOBAL "
+    )
     assert msg.endswith("only load runs from people you trust") and "\n" not in msg
     assert not marker.exists()
 

@@ -45,8 +45,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return
             body = data[start:]
             self.send_response(206)
-            self.send_header("Content-Range",
-                             f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header(
+                "Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}"
+            )
         else:
             body = data
             self.send_response(200)

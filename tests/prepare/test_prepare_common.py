@@ -20,7 +20,7 @@ from sslsv_sb.errors import SSLSVError
 
 def write_wav(path, seconds=0.2, sr=16000):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    x = (np.random.default_rng(0).standard_normal(int(seconds * sr)) * 0.1)
+    x = np.random.default_rng(0).standard_normal(int(seconds * sr)) * 0.1
     sf.write(path, x.astype(np.float32), sr, subtype="PCM_16")
     return path
 
@@ -75,8 +75,9 @@ def test_download_credentials(server, tmp_path):
     md5 = hashlib.md5(h.files["data.bin"]).hexdigest()
     with pytest.raises(SSLSVError, match="HTTP 401"):
         common.download(f"{url}/private/data.bin", dest, md5)
-    common.download(f"{url}/private/data.bin", dest, md5, user="alice",
-                    password="secret")
+    common.download(
+        f"{url}/private/data.bin", dest, md5, user="alice", password="secret"
+    )
     assert open(dest, "rb").read() == h.files["data.bin"]
     with pytest.raises(SSLSVError, match="HTTP 404"):
         common.download(f"{url}/nothere.bin", str(tmp_path / "x"), verify=False)
@@ -100,8 +101,12 @@ def test_download_without_checksum_needs_no_verify(server, tmp_path, caplog):
         common.download(f"{url}/data.bin", dest)
     # A given checksum is checked even with verify=False.
     with pytest.raises(SSLSVError, match="md5 checksum mismatch"):
-        common.download(f"{url}/data.bin", str(tmp_path / "other.bin"),
-                        "md5:" + "0" * 32, verify=False)
+        common.download(
+            f"{url}/data.bin",
+            str(tmp_path / "other.bin"),
+            "md5:" + "0" * 32,
+            verify=False,
+        )
 
 
 def test_checksum_ok_needs_a_checksum(tmp_path):
@@ -117,15 +122,18 @@ def test_download_all_refuses_missing_checksums_up_front(server, tmp_path):
     url, h = server
     md5 = hashlib.md5(h.files["data.bin"]).hexdigest()
     urls = tmp_path / "urls.txt"
-    urls.write_text(f"a.bin {url}/data.bin md5:{md5}\n"
-                    f"b.bin {url}/data.bin\n"
-                    f"# comment\nc.bin {url}/data.bin\n")
+    urls.write_text(
+        f"a.bin {url}/data.bin md5:{md5}\n"
+        f"b.bin {url}/data.bin\n"
+        f"# comment\nc.bin {url}/data.bin\n"
+    )
     entries = common.read_url_list(str(urls))
     out = tmp_path / "dl"
     with pytest.raises(SSLSVError) as e:
         common.download_all(entries, str(out), source=str(urls))
     assert str(e.value).startswith(
-        f"{urls}: no known checksum for b.bin (line 2), c.bin (line 4); ")
+        f"{urls}: no known checksum for b.bin (line 2), c.bin (line 4); "
+    )
     assert h.log == [] and not out.exists()  # not even a.bin was fetched
     paths = common.download_all(entries, str(out), verify=False)
     assert [os.path.basename(p) for p in paths] == ["a.bin", "b.bin", "c.bin"]
@@ -133,8 +141,10 @@ def test_download_all_refuses_missing_checksums_up_front(server, tmp_path):
 
 def test_read_url_list(tmp_path):
     p = tmp_path / "urls.txt"
-    p.write_text("# comment\n\nfoo.zip http://h/foo.zip md5:" + "a" * 32 + "\n"
-                 "bar.zip http://h/bar.zip\n")
+    p.write_text(
+        "# comment\n\nfoo.zip http://h/foo.zip md5:" + "a" * 32 + "\n"
+        "bar.zip http://h/bar.zip\n"
+    )
     entries = common.read_url_list(str(p))
     assert [e[0] for e in entries] == ["foo.zip", "bar.zip"]
     assert entries[0][2] == "md5:" + "a" * 32 and entries[1][2] is None
@@ -176,9 +186,13 @@ def test_extract_zip_tar_with_marker(tmp_path):
 
 def _tar_member(name, kind="file", linkname=""):
     info = tarfile.TarInfo(name)
-    info.type = {"file": tarfile.REGTYPE, "symlink": tarfile.SYMTYPE,
-                 "hardlink": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE,
-                 "chardev": tarfile.CHRTYPE}[kind]
+    info.type = {
+        "file": tarfile.REGTYPE,
+        "symlink": tarfile.SYMTYPE,
+        "hardlink": tarfile.LNKTYPE,
+        "fifo": tarfile.FIFOTYPE,
+        "chardev": tarfile.CHRTYPE,
+    }[kind]
     info.linkname = linkname
     return info
 
@@ -202,21 +216,37 @@ def _make_zip(path, bad_name, symlink=False):
         z.writestr("corpus/z.txt", "x")
 
 
-@pytest.mark.parametrize("kind,member,why", [
-    ("tar", _tar_member("corpus/link", "symlink", "/etc/passwd"),
-     "is a symbolic link (to '/etc/passwd')"),
-    ("tar", _tar_member("corpus/rel", "symlink", "a.txt"),
-     "is a symbolic link (to 'a.txt')"),
-    ("tar", _tar_member("corpus/hard", "hardlink", "corpus/a.txt"),
-     "is a hard link (to 'corpus/a.txt')"),
-    ("tar", _tar_member("corpus/pipe", "fifo"), "is a device or FIFO special file"),
-    ("tar", _tar_member("corpus/tty", "chardev"), "is a device or FIFO special file"),
-    ("tar", _tar_member("/tmp/abs.txt"), "has an absolute path"),
-    ("tar", _tar_member("corpus/../../up.txt"), "has a '..' path component"),
-    ("zip", ("corpus/link", True), "is a symbolic link"),
-    ("zip", ("/tmp/abs.txt", False), "has an absolute path"),
-    ("zip", ("corpus/../../up.txt", False), "has a '..' path component"),
-])
+@pytest.mark.parametrize(
+    "kind,member,why",
+    [
+        (
+            "tar",
+            _tar_member("corpus/link", "symlink", "/etc/passwd"),
+            "is a symbolic link (to '/etc/passwd')",
+        ),
+        (
+            "tar",
+            _tar_member("corpus/rel", "symlink", "a.txt"),
+            "is a symbolic link (to 'a.txt')",
+        ),
+        (
+            "tar",
+            _tar_member("corpus/hard", "hardlink", "corpus/a.txt"),
+            "is a hard link (to 'corpus/a.txt')",
+        ),
+        ("tar", _tar_member("corpus/pipe", "fifo"), "is a device or FIFO special file"),
+        (
+            "tar",
+            _tar_member("corpus/tty", "chardev"),
+            "is a device or FIFO special file",
+        ),
+        ("tar", _tar_member("/tmp/abs.txt"), "has an absolute path"),
+        ("tar", _tar_member("corpus/../../up.txt"), "has a '..' path component"),
+        ("zip", ("corpus/link", True), "is a symbolic link"),
+        ("zip", ("/tmp/abs.txt", False), "has an absolute path"),
+        ("zip", ("corpus/../../up.txt", False), "has a '..' path component"),
+    ],
+)
 def test_extract_refuses_links_and_unsafe_paths(tmp_path, kind, member, why):
     if kind == "tar":
         archive = str(tmp_path / "evil.tar.gz")
@@ -231,7 +261,8 @@ def test_extract_refuses_links_and_unsafe_paths(tmp_path, kind, member, why):
         common.extract(archive, str(dest))
     assert str(e.value) == (
         f"{archive}: member '{name}' {why}; the archive was not extracted (only "
-        "plain files and folders are accepted)")
+        "plain files and folders are accepted)"
+    )
     # Checked before writing: not even the good first member was extracted.
     assert os.listdir(dest) == []
     assert not common.is_done(str(dest), "extract_" + os.path.basename(archive))
@@ -307,7 +338,8 @@ def make_fake_ffmpeg(tmp_path):
         "if 'bad' in src: sys.stderr.write('Invalid data found\\n'); sys.exit(1)\n"
         "x, sr = sf.read(src)\n"
         "assert a[a.index('-ar') + 1] == '16000' and a[a.index('-ac') + 1] == '1'\n"
-        "sf.write(dst, x, sr, subtype='PCM_16', format='WAV')\n")
+        "sf.write(dst, x, sr, subtype='PCM_16', format='WAV')\n"
+    )
     script.chmod(0o755)
     return str(script)
 
@@ -328,8 +360,11 @@ def test_convert_with_fake_ffmpeg(monkeypatch, tmp_path):
     with pytest.raises(SSLSVError, match="bad.m4a: ffmpeg failed"):
         common.convert_to_wav([*jobs, bad])
     rep = common.Report(verbose=False)
-    assert common.convert_to_wav([*jobs, bad], skip_invalid=True, report=rep) == \
-        (0, 3, 1)
+    assert common.convert_to_wav([*jobs, bad], skip_invalid=True, report=rep) == (
+        0,
+        3,
+        1,
+    )
     assert rep.skipped_count == 1 and not os.path.exists(bad[1])
 
 

@@ -31,24 +31,35 @@ def make_kaldi(tmp_path):
     utts["spkC-u1"] = "spkC"
     (kd / "wav.scp").write_text("\n".join(scp) + "\n")
     (kd / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in utts.items()))
-    (kd / "trials").write_text("spkA-u1 spkA-u2 target\nspkA-u1 spkB-u1 nontarget\n"
-                               "spkB-u1 spkC-u1 nontarget\n")
+    (kd / "trials").write_text(
+        "spkA-u1 spkA-u2 target\nspkA-u1 spkB-u1 nontarget\nspkB-u1 spkC-u1 nontarget\n"
+    )
     return data, kd, ext
 
 
 def test_import_with_utt2spk_and_trials(tmp_path):
     data, kd, ext = make_kaldi(tmp_path)
-    import_kaldi(str(data), str(kd), trials=[str(kd / "trials")],
-                 out_trials=["kaldi_trials"], verbose=False)
+    import_kaldi(
+        str(data),
+        str(kd),
+        trials=[str(kd / "trials")],
+        out_trials=["kaldi_trials"],
+        verbose=False,
+    )
     with open(data / "kaldi_train.csv") as f:
         r = list(csv.reader(f))
-    assert r == [["File", "Speaker"], ["audio/spkA-u1.wav", "spkA"],
-                 ["audio/spkA-u2.wav", "spkA"], ["audio/spkB-u1.wav", "spkB"],
-                 [ext, "spkC"]]  # outside the data folder: absolute
+    assert r == [
+        ["File", "Speaker"],
+        ["audio/spkA-u1.wav", "spkA"],
+        ["audio/spkA-u2.wav", "spkA"],
+        ["audio/spkB-u1.wav", "spkB"],
+        [ext, "spkC"],
+    ]  # outside the data folder: absolute
     assert (data / "kaldi_trials").read_text().splitlines() == [
         "1 audio/spkA-u1.wav audio/spkA-u2.wav",
         "0 audio/spkA-u1.wav audio/spkB-u1.wav",
-        f"0 audio/spkB-u1.wav {ext}"]
+        f"0 audio/spkB-u1.wav {ext}",
+    ]
     assert len(read_train_list(str(data / "kaldi_train.csv"), str(data))) == 4
     assert len(read_trials(str(data / "kaldi_trials"), str(data)).labels) == 3
 
@@ -70,12 +81,16 @@ def test_wav_scp_errors(tmp_path):
     with pytest.raises(SSLSVError, match=r"wav.scp:5: 'spkD-u1' is a piped command"):
         import_kaldi(str(data), str(kd), verbose=False)
     # documented skip: counted, and utt2spk must then not need it
-    rep = import_kaldi(str(data), str(scp), out_csv="a.csv", on_command="skip",
-                       verbose=False)
+    rep = import_kaldi(
+        str(data), str(scp), out_csv="a.csv", on_command="skip", verbose=False
+    )
     assert any("skipped 1 invalid wav.scp entries" in line for line in rep.lines)
     scp.write_text("\n".join([*lines, lines[0]]) + "\n")
-    with pytest.raises(SSLSVError, match=r"wav.scp:5: duplicate utterance id "
-                       r"'spkA-u1' \(first on line 1\)"):
+    with pytest.raises(
+        SSLSVError,
+        match=r"wav.scp:5: duplicate utterance id "
+        r"'spkA-u1' \(first on line 1\)",
+    ):
         read_wav_scp(str(scp))
     scp.write_text("\n".join(lines[:3]) + "\n")
     with pytest.raises(SSLSVError, match=r"utt2spk:4: utterance 'spkC-u1' is not in"):
@@ -85,15 +100,21 @@ def test_wav_scp_errors(tmp_path):
 def test_utt2spk_and_audio_errors(tmp_path):
     data, kd, _ = make_kaldi(tmp_path)
     (kd / "utt2spk").write_text("spkA-u1 spkA\nspkA-u2 spkA\nspkC-u1 spkC\n")
-    with pytest.raises(SSLSVError, match=r"wav.scp:3: utterance 'spkB-u1' has no "
-                       "speaker"):
+    with pytest.raises(
+        SSLSVError,
+        match=r"wav.scp:3: utterance 'spkB-u1' has no "
+        "speaker",
+    ):
         import_kaldi(str(data), str(kd), verbose=False)
     rep = import_kaldi(str(data), str(kd), skip_invalid=True, verbose=False)
     assert any("skipped 1 invalid utterances" in line for line in rep.lines)
     data2, kd2, _ = make_kaldi(tmp_path / "b")
     os.remove(data2 / "audio" / "spkA-u2.wav")
-    with pytest.raises(SSLSVError, match=r"spkA-u2.wav: file not found \(listed at "
-                       r".*wav.scp:2\)"):
+    with pytest.raises(
+        SSLSVError,
+        match=r"spkA-u2.wav: file not found \(listed at "
+        r".*wav.scp:2\)",
+    ):
         import_kaldi(str(data2), str(kd2), verbose=False)
 
 
@@ -102,9 +123,16 @@ def test_trial_with_unknown_utterance(tmp_path):
     with open(kd / "trials", "a") as f:
         f.write("spkA-u1 ghost nontarget\n")
     with pytest.raises(SSLSVError, match=r"trials:4: unknown id 'ghost'"):
-        import_kaldi(str(data), str(kd), out_csv=None, trials=[str(kd / "trials")],
-                     verbose=False)
-    rep = import_kaldi(str(data), str(kd), out_csv=None, trials=[str(kd / "trials")],
-                       skip_invalid=True, verbose=False)
+        import_kaldi(
+            str(data), str(kd), out_csv=None, trials=[str(kd / "trials")], verbose=False
+        )
+    rep = import_kaldi(
+        str(data),
+        str(kd),
+        out_csv=None,
+        trials=[str(kd / "trials")],
+        skip_invalid=True,
+        verbose=False,
+    )
     assert (data / "train_trials").is_file()  # default name: <dir>_<file>
     assert any("skipped 1 trials" in line for line in rep.lines)

@@ -40,14 +40,23 @@ def test_voxlingua(tmp_path):
     r = rows(data / "voxlingua107_train.csv")
     assert r[0] == ["File", "Language"] and len(r) == 25
     assert r[1] == ["voxlingua107/en/-4kBT8p1D8w__U__S0---0427.140-0437.960.wav", "en"]
-    df = read_train_list(str(data / "voxlingua107_train.csv"), str(data),
-                         label_key="Language")
+    df = read_train_list(
+        str(data / "voxlingua107_train.csv"), str(data), label_key="Language"
+    )
     assert df["label"].nunique() == 3
     # split + subsample, reproducible with the seed
     outs = []
     for name in ("a.csv", "b.csv"):
-        prepare_voxlingua107(str(data), str(root), val_ratio=0.2, subsample=0.5,
-                             seed=3, out_name=name, force=True, verbose=False)
+        prepare_voxlingua107(
+            str(data),
+            str(root),
+            val_ratio=0.2,
+            subsample=0.5,
+            seed=3,
+            out_name=name,
+            force=True,
+            verbose=False,
+        )
         outs.append(rows(data / name))
     assert outs[0] == outs[1] and outs[0][0] == ["File", "Language", "Set"]
     body = outs[0][1:]
@@ -58,14 +67,16 @@ def test_voxlingua(tmp_path):
 def test_voxlingua_errors(tmp_path):
     with pytest.raises(SSLSVError, match="no <language>/\\*.wav folders"):
         (tmp_path / "empty").mkdir()
-        prepare_voxlingua107(str(tmp_path / "d"), str(tmp_path / "empty"),
-                             verbose=False)
+        prepare_voxlingua107(
+            str(tmp_path / "d"), str(tmp_path / "empty"), verbose=False
+        )
     root = make_voxlingua(tmp_path)
     write_wav(str(root / "en" / "x8k.wav"), sr=8000)
     with pytest.raises(SSLSVError, match="x8k.wav: sample rate 8000"):
         prepare_voxlingua107(str(tmp_path / "d"), str(root), verbose=False)
-    rep = prepare_voxlingua107(str(tmp_path / "d"), str(root), skip_invalid=True,
-                               verbose=False)
+    rep = prepare_voxlingua107(
+        str(tmp_path / "d"), str(root), skip_invalid=True, verbose=False
+    )
     assert any("skipped 1 invalid audio files" in line for line in rep.lines)
 
 
@@ -83,8 +94,9 @@ def make_cremad(tmp_path):
 def test_cremad_speaker_split(tmp_path):
     root = make_cremad(tmp_path)
     data = tmp_path / "data"
-    rep = prepare_cremad(str(data), str(root), split="speaker", test_ratio=0.2, seed=0,
-                         verbose=False)
+    rep = prepare_cremad(
+        str(data), str(root), split="speaker", test_ratio=0.2, seed=0, verbose=False
+    )
     r = rows(data / "cremad_train.csv")
     assert r[0] == ["File", "Emotion", "Set"] and len(r) == 31
     assert r[1] == ["cremad/AudioWAV/1001_DFA_SAD_XX.wav", "SAD", r[1][2]]
@@ -92,16 +104,24 @@ def test_cremad_speaker_split(tmp_path):
     train_actors = {x[0].split("/")[-1][:4] for x in r[1:] if x[2] == "train"}
     assert len(test_actors) == 2 and not test_actors & train_actors
     assert any("6 test" in line for line in rep.lines)
-    df = read_train_list(str(data / "cremad_train.csv"), str(data), label_key="Emotion",
-                         set_name="train")
+    df = read_train_list(
+        str(data / "cremad_train.csv"), str(data), label_key="Emotion", set_name="train"
+    )
     assert len(df) == 24
 
 
 def test_cremad_random_split_drop_and_errors(tmp_path):
     root = make_cremad(tmp_path)
     data = tmp_path / "data"
-    prepare_cremad(str(data), str(root), split="random", test_ratio=0.1, seed=1,
-                   drop_emotions=["DIS"], verbose=False)
+    prepare_cremad(
+        str(data),
+        str(root),
+        split="random",
+        test_ratio=0.1,
+        seed=1,
+        drop_emotions=["DIS"],
+        verbose=False,
+    )
     r = rows(data / "cremad_train.csv")[1:]
     assert len(r) == 24 and all(x[1] != "DIS" for x in r)
     assert sum(x[2] == "test" for x in r) == 2  # round(0.1 * 24) files
@@ -114,7 +134,8 @@ def test_cremad_random_split_drop_and_errors(tmp_path):
     write_wav(str(root / "AudioWAV" / "notes.wav"))
     with pytest.raises(SSLSVError, match="notes.wav: file name does not match"):
         prepare_cremad(str(data), str(root), force=True, verbose=False)
-    rep = prepare_cremad(str(data), str(root), force=True, skip_invalid=True,
-                         verbose=False)
+    rep = prepare_cremad(
+        str(data), str(root), force=True, skip_invalid=True, verbose=False
+    )
     assert any("skipped 2 invalid files" in line for line in rep.lines)
     assert len(rows(data / "cremad_train.csv")) == 31

@@ -120,7 +120,10 @@ def test_real_layout_lists_and_trials(tmp_path):
     src = make_tree(tmp_path)
     data = tmp_path / "data"
     rep = prepare_librispeech(
-        str(data), [str(src)], nontarget_ratio=1.0, max_targets_per_speaker=2,
+        str(data),
+        [str(src)],
+        nontarget_ratio=1.0,
+        max_targets_per_speaker=2,
         verbose=False,
     )
     train = (data / "librispeech_train.csv").read_text().splitlines()
@@ -128,8 +131,10 @@ def test_real_layout_lists_and_trials(tmp_path):
     expected = sorted(
         f"LibriSpeech/train-clean-100/{s}/{c}/{s}-{c}-{u:04d}.flac,{s},{c},"
         f"train-clean-100,{g}"
-        for s, (g, sub, chs) in CORPUS.items() if sub == "train-clean-100"
-        for c, n in chs.items() for u in range(n)
+        for s, (g, sub, chs) in CORPUS.items()
+        if sub == "train-clean-100"
+        for c, n in chs.items()
+        for u in range(n)
     )
     assert train[1:] == expected
     df = read_train_list(str(data / "librispeech_train.csv"), str(data))
@@ -141,7 +146,10 @@ def test_real_layout_lists_and_trials(tmp_path):
     dev, test = rep.stats["dev-clean"], rep.stats["test-clean"]
     assert (dev["cross_session"], dev["same_session"], dev["split_half"]) == (2, 1, 1)
     assert (test["cross_session"], test["same_session"], test["split_half"]) == (
-        3, 2, 0)
+        3,
+        2,
+        0,
+    )
     train_speakers = set(df["Speaker"])
     for name, n_t in (("dev-clean", 4), ("test-clean", 5)):
         trials = read_lines(data / f"librispeech_{name}.txt")
@@ -160,18 +168,29 @@ def test_real_layout_lists_and_trials(tmp_path):
     orig, _ = sf.read(data / "LibriSpeech/dev-clean/1673/143396/1673-143396-0000.flac")
     np.testing.assert_array_equal(np.concatenate([sf.read(a)[0], sf.read(b)[0]]), orig)
     pair = {f"librispeech_halves/1673/{a.name}", f"librispeech_halves/1673/{b.name}"}
-    assert [t[0] for t in read_lines(data / "librispeech_dev-clean.txt")
-            if set(t[1:]) == pair] == ["1"]
+    assert [
+        t[0]
+        for t in read_lines(data / "librispeech_dev-clean.txt")
+        if set(t[1:]) == pair
+    ] == ["1"]
     csv_rows = (data / "librispeech_dev-clean.csv").read_text().splitlines()
     assert csv_rows[0] == "File,Speaker,Chapter,Subset,Gender,Source"
     assert len(csv_rows) == 1 + 3 + 2 + 2  # 1272: 3 utts, 1462: 2, 1673: 2 halves
 
     # re-run: same lists, the audio check is skipped
-    before = {n: (data / n).read_text() for n in (
-        "librispeech_train.csv", "librispeech_dev-clean.txt",
-        "librispeech_test-clean.txt")}
+    before = {
+        n: (data / n).read_text()
+        for n in (
+            "librispeech_train.csv",
+            "librispeech_dev-clean.txt",
+            "librispeech_test-clean.txt",
+        )
+    }
     rep2 = prepare_librispeech(
-        str(data), [str(src)], nontarget_ratio=1.0, max_targets_per_speaker=2,
+        str(data),
+        [str(src)],
+        nontarget_ratio=1.0,
+        max_targets_per_speaker=2,
         verbose=False,
     )
     assert {n: (data / n).read_text() for n in before} == before
@@ -182,19 +201,27 @@ def test_subset_choice_and_speaker_overlap(tmp_path):
     src = make_tree(tmp_path)
     data = tmp_path / "data"
     rep = prepare_librispeech(
-        str(data), [str(src / "train-clean-100"), str(src / "test-clean")],
-        test_subsets=["test-clean"], nontarget_ratio=1.0, verbose=False,
+        str(data),
+        [str(src / "train-clean-100"), str(src / "test-clean")],
+        test_subsets=["test-clean"],
+        nontarget_ratio=1.0,
+        verbose=False,
     )
     assert set(rep.stats) == {"train", "test-clean"}
     assert not (data / "librispeech_dev-clean.txt").exists()
-    with pytest.raises(SSLSVError, match=r"--test_subsets: subset\(s\) \['dev-other'\] "
-                       "not found"):
-        prepare_librispeech(str(data), [str(src)], test_subsets=["dev-other"],
-                            verbose=False)
+    with pytest.raises(
+        SSLSVError,
+        match=r"--test_subsets: subset\(s\) \['dev-other'\] "
+        "not found",
+    ):
+        prepare_librispeech(
+            str(data), [str(src)], test_subsets=["dev-other"], verbose=False
+        )
     # a train speaker inside a trial subset
     write_audio(str(src / "test-clean" / "19" / "777" / "19-777-0000.flac"))
-    with pytest.raises(SSLSVError, match="speaker 19 is in train-clean-100 .train. "
-                       "and in test-clean"):
+    with pytest.raises(
+        SSLSVError, match="speaker 19 is in train-clean-100 .train. and in test-clean"
+    ):
         prepare_librispeech(str(tmp_path / "d2"), [str(src)], verbose=False)
 
 
@@ -211,12 +238,19 @@ def test_flat_excerpts_held_out_split(tmp_path):
     data, rep = run("a", 0)
     train = read_train_list(str(data / "librispeech_train.csv"), str(data))
     assert len(train) == 8 and train["Speaker"].nunique() == 8
-    assert train["File"].str.match(r"LibriSpeech/train-clean-100/\d+-\d+-0000\.flac$"
-                                   ).all()
+    assert (
+        train["File"]
+        .str.match(r"LibriSpeech/train-clean-100/\d+-\d+-0000\.flac$")
+        .all()
+    )
     assert set(train["Gender"]) == {"M", "F"}
     held = rep.stats["heldout"]
-    assert (held["speakers"], held["split_half"], held["target"], held["nontarget"]) \
-        == (4, 4, 4, 8)
+    assert (
+        held["speakers"],
+        held["split_half"],
+        held["target"],
+        held["nontarget"],
+    ) == (4, 4, 4, 8)
     trials = read_lines(data / "librispeech_heldout.txt")
     assert [t[0] for t in trials].count("1") == 4 and len(trials) == 12
     halves = sorted(p.name for p in (data / "librispeech_halves").rglob("*.wav"))
@@ -232,11 +266,15 @@ def test_flat_excerpts_held_out_split(tmp_path):
     for n in ("librispeech_train.csv", "librispeech_heldout.txt"):
         assert (data / n).read_text() == (data_b / n).read_text()
     data_c, _ = run("c", 1)
-    held_c = {speaker(p) for t in read_lines(data_c / "librispeech_heldout.txt")
-              for p in t[1:]}
+    held_c = {
+        speaker(p)
+        for t in read_lines(data_c / "librispeech_heldout.txt")
+        for p in t[1:]
+    }
     assert held_c != held_spk
     assert (data / "librispeech_heldout.txt").read_text() != (
-        data_c / "librispeech_heldout.txt").read_text()
+        data_c / "librispeech_heldout.txt"
+    ).read_text()
 
 
 def test_split_parts_more_targets_per_single_utterance(tmp_path):
@@ -245,9 +283,15 @@ def test_split_parts_more_targets_per_single_utterance(tmp_path):
     src = make_flat(tmp_path / "shelf", n_speakers=5, seconds=4.0)
     write_audio(str(src / "999-1-0000.flac"), seconds=2.5, seed=9)  # 2 parts of 1 s
     data = tmp_path / "data"
-    rep = prepare_librispeech(str(data), [str(src)], train_subsets=[],
-                              test_subsets=["train-clean-100"], nontarget_ratio=2.0,
-                              split_parts=4, verbose=False)
+    rep = prepare_librispeech(
+        str(data),
+        [str(src)],
+        train_subsets=[],
+        test_subsets=["train-clean-100"],
+        nontarget_ratio=2.0,
+        split_parts=4,
+        verbose=False,
+    )
     counts = rep.stats["train-clean-100"]
     assert counts["skipped_speakers"] == []
     assert (counts["speakers"], counts["split_half"]) == (6, 5 * 6 + 1)
@@ -258,15 +302,19 @@ def test_split_parts_more_targets_per_single_utterance(tmp_path):
     assert all(speaker(a) == speaker(b) and a != b for _, a, b in targets)
     parts = sorted((data / "librispeech_halves" / "100").glob("*.wav"))
     assert [p.name for p in parts] == [
-        f"100-5000-0000_{i}of4.wav" for i in (1, 2, 3, 4)]
+        f"100-5000-0000_{i}of4.wav" for i in (1, 2, 3, 4)
+    ]
     orig, _ = sf.read(src / "100-5000-0000.flac")
     np.testing.assert_array_equal(np.concatenate([sf.read(p)[0] for p in parts]), orig)
     assert sorted(p.name for p in (data / "librispeech_halves" / "999").glob("*")) == [
-        "999-1-0000_1of2.wav", "999-1-0000_2of2.wav"]
+        "999-1-0000_1of2.wav",
+        "999-1-0000_2of2.wav",
+    ]
     read_trials(str(data / "librispeech_train-clean-100.txt"), str(data))
     with pytest.raises(SSLSVError, match="--split_parts: must be >= 2, got 1"):
-        prepare_librispeech(str(tmp_path / "d1"), [str(src)], split_parts=1,
-                            verbose=False)
+        prepare_librispeech(
+            str(tmp_path / "d1"), [str(src)], split_parts=1, verbose=False
+        )
     assert not (tmp_path / "d1").exists()  # checked before any work
 
 
@@ -274,9 +322,14 @@ def test_short_single_utterance_speaker_left_out(tmp_path):
     src = make_flat(tmp_path / "shelf", n_speakers=5)
     write_audio(str(src / "999-1-0000.flac"), seconds=1.5)  # halves < 1 s
     data = tmp_path / "data"
-    rep = prepare_librispeech(str(data), [str(src)], train_subsets=[],
-                              test_subsets=["train-clean-100"], nontarget_ratio=1.0,
-                              verbose=False)
+    rep = prepare_librispeech(
+        str(data),
+        [str(src)],
+        train_subsets=[],
+        test_subsets=["train-clean-100"],
+        nontarget_ratio=1.0,
+        verbose=False,
+    )
     assert rep.stats["train-clean-100"]["skipped_speakers"] == ["999"]
     assert rep.stats["train-clean-100"]["target"] == 5
     assert any("1 single-utterance speakers left out" in line for line in rep.lines)
@@ -295,12 +348,18 @@ def rows_mixed():
 def test_trial_builder_counts():
     rows = rows_mixed()
     trials, items, counts = plan_speaker_trials(
-        rows, seed=3, nontarget_ratio=3.0, max_targets_per_speaker=10,
-        halves_dir="h")
+        rows, seed=3, nontarget_ratio=3.0, max_targets_per_speaker=10, halves_dir="h"
+    )
     # A: 48 cross-chapter pairs, capped at 10; B: 10 same-chapter pairs; C: 1 split
     # half; D: 1 cross-chapter pair
-    assert counts == {"cross_session": 11, "same_session": 10, "split_half": 1,
-                      "target": 22, "nontarget": 66, "speakers": 4}
+    assert counts == {
+        "cross_session": 11,
+        "same_session": 10,
+        "split_half": 1,
+        "target": 22,
+        "nontarget": 66,
+        "speakers": 4,
+    }
     labels = [t[0] for t in trials]
     assert labels.count(1) == 22 and labels.count(0) == 66
     spk = {f: s for f, s, *_ in items}
@@ -313,15 +372,22 @@ def test_trial_builder_counts():
             assert sess[a] != sess[b]
     assert sorted(trials) == trials
     # every valid pair without a cap
-    _, _, full = plan_speaker_trials(rows, nontarget_ratio=1.0,
-                                     max_targets_per_speaker=None)
+    _, _, full = plan_speaker_trials(
+        rows, nontarget_ratio=1.0, max_targets_per_speaker=None
+    )
     assert (full["cross_session"], full["same_session"]) == (48 + 1, 10)
     # reproducible, independent of the row order, seed-dependent
-    again, _, _ = plan_speaker_trials(rows[::-1], seed=3, nontarget_ratio=3.0,
-                                      max_targets_per_speaker=10, halves_dir="h")
+    again, _, _ = plan_speaker_trials(
+        rows[::-1],
+        seed=3,
+        nontarget_ratio=3.0,
+        max_targets_per_speaker=10,
+        halves_dir="h",
+    )
     assert again == trials
-    other, _, _ = plan_speaker_trials(rows, seed=4, nontarget_ratio=3.0,
-                                      max_targets_per_speaker=10, halves_dir="h")
+    other, _, _ = plan_speaker_trials(
+        rows, seed=4, nontarget_ratio=3.0, max_targets_per_speaker=10, halves_dir="h"
+    )
     assert other != trials and len(other) == len(trials)
 
 
@@ -354,15 +420,22 @@ def test_empty_and_malformed_trees(tmp_path):
     write_audio(str(bad))
     with pytest.raises(SSLSVError, match=f"{bad}: not a LibriSpeech utterance name"):
         prepare_librispeech(str(tmp_path / "d1"), [str(src)], verbose=False)
-    rep = prepare_librispeech(str(tmp_path / "d1"), [str(src)], skip_invalid=True,
-                              nontarget_ratio=1.0, verbose=False)
+    rep = prepare_librispeech(
+        str(tmp_path / "d1"),
+        [str(src)],
+        skip_invalid=True,
+        nontarget_ratio=1.0,
+        verbose=False,
+    )
     assert any("skipped 1 invalid files" in line for line in rep.lines)
     os.remove(bad)
 
     misplaced = src / "train-clean-100" / "19" / "198" / "26-495-0009.flac"
     write_audio(str(misplaced))
-    with pytest.raises(SSLSVError, match=f"{misplaced}: found in 19/198/ but named "
-                       "for speaker 26, chapter 495"):
+    with pytest.raises(
+        SSLSVError,
+        match=f"{misplaced}: found in 19/198/ but named for speaker 26, chapter 495",
+    ):
         prepare_librispeech(str(tmp_path / "d2"), [str(src)], verbose=False)
     os.remove(misplaced)
 
@@ -370,10 +443,17 @@ def test_empty_and_malformed_trees(tmp_path):
     empty_audio.write_bytes(b"")
     with pytest.raises(SSLSVError, match=f"{empty_audio}: zero-length file"):
         prepare_librispeech(str(tmp_path / "d3"), [str(src)], verbose=False)
-    rep = prepare_librispeech(str(tmp_path / "d3"), [str(src)], skip_invalid=True,
-                              nontarget_ratio=1.0, verbose=False)
-    assert "121-121726-0001" not in (tmp_path / "d3" / "librispeech_test-clean.csv"
-                                     ).read_text()
+    rep = prepare_librispeech(
+        str(tmp_path / "d3"),
+        [str(src)],
+        skip_invalid=True,
+        nontarget_ratio=1.0,
+        verbose=False,
+    )
+    assert (
+        "121-121726-0001"
+        not in (tmp_path / "d3" / "librispeech_test-clean.csv").read_text()
+    )
     os.remove(empty_audio)
 
     spk_txt = src / "SPEAKERS.TXT"
@@ -384,19 +464,29 @@ def test_empty_and_malformed_trees(tmp_path):
 
     flat = make_flat(tmp_path / "f", n_speakers=3)
     with pytest.raises(SSLSVError, match="asked for 3 of 3 speakers"):
-        prepare_librispeech(str(tmp_path / "d5"), [str(flat)], held_out_speakers=3,
-                            verbose=False)
+        prepare_librispeech(
+            str(tmp_path / "d5"), [str(flat)], held_out_speakers=3, verbose=False
+        )
 
 
 def test_cli_error_is_one_line(tmp_path):
     proc = subprocess.run(
-        [sys.executable, TOOL, "--data_folder", str(tmp_path / "d"), "--librispeech",
-         str(tmp_path / "nowhere")],
-        capture_output=True, text=True, cwd=REPO,
+        [
+            sys.executable,
+            TOOL,
+            "--data_folder",
+            str(tmp_path / "d"),
+            "--librispeech",
+            str(tmp_path / "nowhere"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'nowhere'}: folder not found"]
+        f"error: {tmp_path / 'nowhere'}: folder not found"
+    ]
 
 
 # ------------------------------------------------------------------ downloads
@@ -419,8 +509,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = data[start:]
         self.send_response(206 if rng else 200)
         if rng:
-            self.send_header("Content-Range",
-                             f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header(
+                "Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}"
+            )
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -452,10 +543,13 @@ def test_download_resume_and_checksum(server, tmp_path):
     handler.files["dev-clean.tar.gz"] = archive
     data = tmp_path / "data"
     # the published sha256 rejects the fake archive; the partial file is removed
-    with pytest.raises(SSLSVError, match="sha256 checksum mismatch .*expected "
-                       f"{CHECKSUMS['dev-clean']}"):
-        prepare_librispeech(str(data), download_subsets=["dev-clean"], base_url=url,
-                            verbose=False)
+    with pytest.raises(
+        SSLSVError,
+        match=f"sha256 checksum mismatch .*expected {CHECKSUMS['dev-clean']}",
+    ):
+        prepare_librispeech(
+            str(data), download_subsets=["dev-clean"], base_url=url, verbose=False
+        )
     assert handler.log == [("/resources/12/dev-clean.tar.gz", None)]
     assert not list((data / "downloads").iterdir())
     # a URL list with the archive's checksum; an interrupted download resumes
@@ -464,8 +558,9 @@ def test_download_resume_and_checksum(server, tmp_path):
     urls.write_text(f"dev-clean.tar.gz {url}/dev-clean.tar.gz sha256:{sha}\n")
     part = data / "downloads" / "dev-clean.tar.gz.part"
     part.write_bytes(archive[:1000])
-    rep = prepare_librispeech(str(data), urls=str(urls), nontarget_ratio=1.0,
-                              verbose=False)
+    rep = prepare_librispeech(
+        str(data), urls=str(urls), nontarget_ratio=1.0, verbose=False
+    )
     assert handler.log[-1] == ("/resources/12/dev-clean.tar.gz", "bytes=1000-")
     assert (data / "downloads" / "dev-clean.tar.gz").read_bytes() == archive
     assert not part.exists()
@@ -473,8 +568,9 @@ def test_download_resume_and_checksum(server, tmp_path):
     assert rep.stats["dev-clean"]["target"] == 4  # 2 cross + 1 same + 1 split-half
     # re-run: neither downloaded nor extracted again
     n = len(handler.log)
-    rep = prepare_librispeech(str(data), urls=str(urls), nontarget_ratio=1.0,
-                              verbose=False)
+    rep = prepare_librispeech(
+        str(data), urls=str(urls), nontarget_ratio=1.0, verbose=False
+    )
     assert len(handler.log) == n
     assert any("already extracted" in line for line in rep.lines)
 
@@ -482,19 +578,33 @@ def test_download_resume_and_checksum(server, tmp_path):
 def test_download_entries(tmp_path):
     entries = download_entries(["train-clean-100", "test-other"], "http://m/x/")
     assert entries == [
-        ("train-clean-100.tar.gz", "http://m/x/train-clean-100.tar.gz",
-         f"sha256:{CHECKSUMS['train-clean-100']}"),
-        ("test-other.tar.gz", "http://m/x/test-other.tar.gz",
-         f"sha256:{CHECKSUMS['test-other']}"),
+        (
+            "train-clean-100.tar.gz",
+            "http://m/x/train-clean-100.tar.gz",
+            f"sha256:{CHECKSUMS['train-clean-100']}",
+        ),
+        (
+            "test-other.tar.gz",
+            "http://m/x/test-other.tar.gz",
+            f"sha256:{CHECKSUMS['test-other']}",
+        ),
     ]
-    with pytest.raises(SSLSVError, match=r"unknown LibriSpeech subset\(s\) "
-                       r"\['test-noisy'\]"):
+    with pytest.raises(
+        SSLSVError,
+        match=r"unknown LibriSpeech subset\(s\) "
+        r"\['test-noisy'\]",
+    ):
         download_entries(["test-noisy"])
     urls = tmp_path / "urls.txt"
-    urls.write_text("dev-clean.tar.gz http://m/dev-clean.tar.gz\n"
-                    "extra.tar.gz http://m/extra.tar.gz\n")
-    with pytest.raises(SSLSVError, match=f"{urls}:2: no checksum known for "
-                       "extra.tar.gz; add one to the URL list or pass --no-verify"):
+    urls.write_text(
+        "dev-clean.tar.gz http://m/dev-clean.tar.gz\n"
+        "extra.tar.gz http://m/extra.tar.gz\n"
+    )
+    with pytest.raises(
+        SSLSVError,
+        match=f"{urls}:2: no checksum known for "
+        "extra.tar.gz; add one to the URL list or pass --no-verify",
+    ):
         download_entries(urls=str(urls))
     entries = download_entries(urls=str(urls), verify=False)
     assert entries[0][2] == f"sha256:{CHECKSUMS['dev-clean']}"  # known: still checked
@@ -508,34 +618,59 @@ def test_noise_chunks_and_rirs_feed_the_augmentation(tmp_path):
     write_audio(str(noise / "tap.wav"), seconds=20.0, seed=1)
     write_audio(str(noise / "short.wav"), seconds=3.0, seed=2)
     data = tmp_path / "data"
-    prepare_librispeech(str(data), [str(src)], held_out_speakers=2,
-                        nontarget_ratio=1.0, noise=str(noise), n_rirs=2,
-                        verbose=False)
+    prepare_librispeech(
+        str(data),
+        [str(src)],
+        held_out_speakers=2,
+        nontarget_ratio=1.0,
+        noise=str(noise),
+        n_rirs=2,
+        verbose=False,
+    )
     chunks = sorted(p.name for p in (data / "noise" / "noise").glob("*.wav"))
     assert chunks == ["short_0.wav", "tap_0.wav", "tap_1.wav", "tap_2.wav"]
     assert sf.info(str(data / "noise" / "noise" / "tap_2.wav")).frames == 4 * 16000
     assert sorted(p.name for p in (data / "rirs").glob("*.wav")) == [
-        "rir-0001.wav", "rir-0002.wav"]
+        "rir-0001.wav",
+        "rir-0002.wav",
+    ]
     aug = ViewAugment(noise_folder="noise", rir_folder="rirs").load(str(data))
     assert aug.categories == ["noise"] and aug.has_rir
     x = torch.randn(3, 16000) * 0.1
     y = aug(x, generator=torch.Generator().manual_seed(0))
     assert y.shape == x.shape and torch.isfinite(y).all() and not torch.equal(x, y)
     with pytest.raises(SSLSVError, match="made with other settings"):
-        prepare_librispeech(str(data), [str(src)], held_out_speakers=2,
-                            nontarget_ratio=1.0, noise=str(noise), noise_chunk=4.0,
-                            verbose=False)
+        prepare_librispeech(
+            str(data),
+            [str(src)],
+            held_out_speakers=2,
+            nontarget_ratio=1.0,
+            noise=str(noise),
+            noise_chunk=4.0,
+            verbose=False,
+        )
 
 
 # ------------------------------------------------------------- recipe runs
 def train(args, timeout=900):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, TRAIN, *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO, env=env)
+    return subprocess.run(
+        [sys.executable, TRAIN, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env,
+    )
 
 
-TINY = ["--channels=[16,16,16,16,48]", "--emb_dim=16", "--number_of_epochs=1",
-        "--num_workers=0", "--noprogressbar"]
+TINY = [
+    "--channels=[16,16,16,16,48]",
+    "--emb_dim=16",
+    "--number_of_epochs=1",
+    "--num_workers=0",
+    "--noprogressbar",
+]
 
 
 def check_verification(out):
@@ -553,7 +688,8 @@ def test_train_requires_data_folder(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: --data_folder is required (a folder prepared by "
-        "tools/prepare_data/prepare_librispeech.py)")
+        "tools/prepare_data/prepare_librispeech.py)"
+    )
 
 
 @pytest.mark.slow
@@ -562,13 +698,26 @@ def test_recipe_on_fake_excerpts(tmp_path):
     noise = tmp_path / "noise_src"
     write_audio(str(noise / "hum.wav"), seconds=10.0)
     data = tmp_path / "data"
-    prepare_librispeech(str(data), [str(src)], held_out_speakers=4,
-                        nontarget_ratio=2.0, noise=str(noise), n_rirs=2,
-                        verbose=False)
+    prepare_librispeech(
+        str(data),
+        [str(src)],
+        held_out_speakers=4,
+        nontarget_ratio=2.0,
+        noise=str(noise),
+        n_rirs=2,
+        verbose=False,
+    )
     out = tmp_path / "out"
-    proc = train(["hparams/simclr_ecapa.yaml", f"--data_folder={data}",
-                  f"--output_folder={out}", "--batch_size=4", "--frame_length=8000",
-                  *TINY])
+    proc = train(
+        [
+            "hparams/simclr_ecapa.yaml",
+            f"--data_folder={data}",
+            f"--output_folder={out}",
+            "--batch_size=4",
+            "--frame_length=8000",
+            *TINY,
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     check_verification(str(out))
     assert os.path.isfile(out / "hyperparams.yaml")
@@ -582,9 +731,13 @@ def test_recipe_on_fake_excerpts(tmp_path):
 def test_recipe_on_shared_excerpts(tmp_path):
     data = tmp_path / "data"
     rep = prepare_librispeech(
-        str(data), [os.path.join(SHELF, "librispeech_excerpts", "train-clean-100")],
-        held_out_speakers=51, noise=os.path.join(SHELF, "noise"), n_rirs=4,
-        verbose=False)
+        str(data),
+        [os.path.join(SHELF, "librispeech_excerpts", "train-clean-100")],
+        held_out_speakers=51,
+        noise=os.path.join(SHELF, "noise"),
+        n_rirs=4,
+        verbose=False,
+    )
     assert rep.stats["train"] == {"files": 200, "speakers": 200}
     held = rep.stats["heldout"]
     assert held["split_half"] + len(held["skipped_speakers"]) == 51
@@ -593,8 +746,15 @@ def test_recipe_on_shared_excerpts(tmp_path):
     out = tmp_path / "out"
     # 200 train files, batch 128, drop_last: one optimiser step (SpeechBrain 1.1.2
     # reads --optimizer_step_limit from the command line as a string)
-    proc = train(["hparams/simclr_ecapa.yaml", f"--data_folder={data}",
-                  f"--output_folder={out}", "--batch_size=128", *TINY])
+    proc = train(
+        [
+            "hparams/simclr_ecapa.yaml",
+            f"--data_folder={data}",
+            f"--output_folder={out}",
+            "--batch_size=128",
+            *TINY,
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     check_verification(str(out))
     (brain,) = (out / "save").glob("CKPT+*/brain.ckpt")

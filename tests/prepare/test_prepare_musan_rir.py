@@ -73,15 +73,24 @@ def test_musan_split_and_rirs(tmp_path):
     rirs = make_rirs(tmp_path)
     before = {rel: md5(musan / rel) for rel in files}
     data = tmp_path / "data"
-    rep = prepare_augmentation(str(data), str(musan.parent), str(rirs),
-                               chunk_length=0.1, stride=0.1, min_length=0.04,
-                               verbose=False)
+    rep = prepare_augmentation(
+        str(data),
+        str(musan.parent),
+        str(rirs),
+        chunk_length=0.1,
+        stride=0.1,
+        min_length=0.04,
+        verbose=False,
+    )
     # originals untouched
     assert {rel: md5(musan / rel) for rel in files} == before
     split = data / "musan_split"
     lengths = {
         os.path.relpath(os.path.join(d, f), split): sf.info(os.path.join(d, f)).frames
-        for d, _, fs in os.walk(split) for f in fs if f.endswith(".wav")}
+        for d, _, fs in os.walk(split)
+        for f in fs
+        if f.endswith(".wav")
+    }
     assert lengths == {
         "noise/free-sound/noise-free-sound-0000_0.wav": 1600,
         "noise/free-sound/noise-free-sound-0000_1.wav": 1600,
@@ -110,12 +119,26 @@ def test_musan_split_and_rirs(tmp_path):
     rir = read_csv(data / "rirs.csv")
     assert len(rir) == 4 and rir[0]["ID"] == "smallroom_Room001_Room001-00001"
     # re-run skips; other settings on the same folder are refused
-    rep2 = prepare_augmentation(str(data), str(musan), str(rirs), chunk_length=0.1,
-                                stride=0.1, min_length=0.04, verbose=False)
+    rep2 = prepare_augmentation(
+        str(data),
+        str(musan),
+        str(rirs),
+        chunk_length=0.1,
+        stride=0.1,
+        min_length=0.04,
+        verbose=False,
+    )
     assert sum("already done" in line for line in rep2.lines) == 2
     with pytest.raises(SSLSVError, match="made with different settings"):
-        prepare_augmentation(str(data), str(musan), None, chunk_length=0.2,
-                             stride=0.2, min_length=0.04, verbose=False)
+        prepare_augmentation(
+            str(data),
+            str(musan),
+            None,
+            chunk_length=0.2,
+            stride=0.2,
+            min_length=0.04,
+            verbose=False,
+        )
 
 
 def test_musan_csv_prefix_and_bad_audio(tmp_path):
@@ -123,11 +146,24 @@ def test_musan_csv_prefix_and_bad_audio(tmp_path):
     write_wav(str(musan / "music/fma/music-fma-0001.wav"), 0.2, sr=8000)
     data = tmp_path / "data"
     with pytest.raises(SSLSVError, match="music-fma-0001.wav: sample rate 8000 Hz"):
-        prepare_augmentation(str(data), str(musan), chunk_length=0.1, stride=0.1,
-                             min_length=0.04, verbose=False)
-    rep = prepare_augmentation(str(data), str(musan), chunk_length=0.1, stride=0.1,
-                               min_length=0.04, skip_invalid=True,
-                               csv_prefix="$data_folder", verbose=False)
+        prepare_augmentation(
+            str(data),
+            str(musan),
+            chunk_length=0.1,
+            stride=0.1,
+            min_length=0.04,
+            verbose=False,
+        )
+    rep = prepare_augmentation(
+        str(data),
+        str(musan),
+        chunk_length=0.1,
+        stride=0.1,
+        min_length=0.04,
+        skip_invalid=True,
+        csv_prefix="$data_folder",
+        verbose=False,
+    )
     assert any("skipped 1 invalid MUSAN files" in line for line in rep.lines)
     music = read_csv(data / "musan_music.csv")
     assert music[0]["wav"] == "$data_folder/musan_split/music/fma/music-fma-0000_0.wav"
@@ -136,8 +172,9 @@ def test_musan_csv_prefix_and_bad_audio(tmp_path):
 def test_missing_rir_tree(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SSLSVError, match="no RIRS_NOISES simulated_rirs"):
-        prepare_augmentation(str(tmp_path / "d"), rirs=str(tmp_path / "empty"),
-                             verbose=False)
+        prepare_augmentation(
+            str(tmp_path / "d"), rirs=str(tmp_path / "empty"), verbose=False
+        )
 
 
 def test_csv_loads_in_speechbrain_addnoise(tmp_path):
@@ -147,8 +184,14 @@ def test_csv_loads_in_speechbrain_addnoise(tmp_path):
 
     musan, _ = make_musan(tmp_path)
     data = tmp_path / "data"
-    prepare_augmentation(str(data), str(musan), chunk_length=0.1, stride=0.1,
-                         min_length=0.04, verbose=False)
+    prepare_augmentation(
+        str(data),
+        str(musan),
+        chunk_length=0.1,
+        stride=0.1,
+        min_length=0.04,
+        verbose=False,
+    )
     aug = AddNoise(csv_file=str(data / "musan_noise.csv"), snr_low=0, snr_high=5)
     x = torch.randn(2, 1600) * 0.1
     y = aug(x, torch.ones(2))
@@ -170,10 +213,14 @@ def test_default_downloads_carry_published_checksums(monkeypatch, tmp_path):
         prepare_augmentation(str(tmp_path / "d"), download=True, verbose=False)
     assert seen.pop("verify") is True
     assert seen == {
-        "musan.tar.gz": ("https://www.openslr.org/resources/17/musan.tar.gz",
-                         "md5:0c472d4fc0c5141eca47ad1ffeb2a7df"),
-        "rirs_noises.zip": ("https://www.openslr.org/resources/28/rirs_noises.zip",
-                            "md5:e6f48e257286e05de56413b4779d8ffb"),
+        "musan.tar.gz": (
+            "https://www.openslr.org/resources/17/musan.tar.gz",
+            "md5:0c472d4fc0c5141eca47ad1ffeb2a7df",
+        ),
+        "rirs_noises.zip": (
+            "https://www.openslr.org/resources/28/rirs_noises.zip",
+            "md5:e6f48e257286e05de56413b4779d8ffb",
+        ),
     }
     assert all(parse_checksum(c)[0] == "md5" for _, c in seen.values())
 
@@ -192,10 +239,25 @@ def _augmentation_archive(tmp_path):
 def _run_cli(data, urls, *extra):
     script = os.path.join(REPO, "tools", "prepare_data", "prepare_augmentation.py")
     return subprocess.run(
-        [sys.executable, script, "--data_folder", str(data), "--download", "--urls",
-         str(urls), "--chunk_length", "0.1", "--stride", "0.1", "--min_length",
-         "0.04", *extra],
-        capture_output=True, text=True)
+        [
+            sys.executable,
+            script,
+            "--data_folder",
+            str(data),
+            "--download",
+            "--urls",
+            str(urls),
+            "--chunk_length",
+            "0.1",
+            "--stride",
+            "0.1",
+            "--min_length",
+            "0.04",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_download_cli_checksums(server, tmp_path):
@@ -212,7 +274,8 @@ def test_download_cli_checksums(server, tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'd1' / 'downloads' / 'aug.tar.gz'}: md5 checksum "
         f"mismatch (expected {'0' * 32}, got {md5}) for {url}/aug.tar.gz; the "
-        "partial file was removed"]
+        "partial file was removed"
+    ]
 
     # A mirror of musan.tar.gz listed without a checksum is checked against the
     # published MUSAN md5 (which this stand-in archive does not match).
@@ -230,7 +293,8 @@ def test_download_cli_checksums(server, tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"error: {urls}: no known checksum for aug.tar.gz (line 2); add md5:<hex> "
         "or sha256:<hex> as the third field of its URL-list line, or pass "
-        "--no-verify to download it unverified"]
+        "--no-verify to download it unverified"
+    ]
     assert h.log == []
     proc = _run_cli(tmp_path / "d3", urls, "--no-verify")
     assert proc.returncode == 0, proc.stderr

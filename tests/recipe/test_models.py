@@ -23,4 +23,3 @@ def test_not_a_run_folder(tmp_path):
     with pytest.raises(SSLSVError, match="is not a training run folder"):
         load_run_hparams(tmp_path / "nowhere")
     assert not (tmp_path / "enc.ckpt").exists()
-

@@ -89,4 +89,3 @@ def test_cli_exit_code_and_message(data, tmp_path):
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "train.csv:3" in last and "u1.wav" in last
-

@@ -71,4 +71,3 @@ def main(argv=None):
     )
     print(json.dumps(out, indent=2))
     return 0
-

@@ -216,4 +216,3 @@ def main(argv=None):
     if args.csv:
         write_csv(columns, rows, args.csv)
     return 0
-

@@ -95,4 +95,3 @@ def main(argv=None):
         f"  audio: {manifest['total_duration_hours'] * 60:.1f} min"
     )
     return 0
-
