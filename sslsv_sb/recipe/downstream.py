@@ -15,7 +15,6 @@ run being trained, an evaluation writing into it or another ``downstream.py`` /
 
 import json
 import os
-import sys
 
 import numpy as np
 import pandas as pd
@@ -34,7 +33,7 @@ from sslsv_sb.recipe.cli import split_flags
 from sslsv_sb.recipe.hparams import load_hparams
 from sslsv_sb.recipe.models import load_trained, run_meta
 from sslsv_sb.recipe.paths import VOXCELEB_SSL
-from sslsv_sb.recipe.runfolder import EvaluationFolders, GracefulStop, StopRequested
+from sslsv_sb.recipe.runfolder import EvaluationFolders, run_in_folders
 
 FLAGS = {
     "task_csv": None,
@@ -169,14 +168,8 @@ def main(argv):
     folders = EvaluationFolders(
         role="downstream.py", purpose="probes a trained run", flag=None
     )
-    try:
-        with GracefulStop().installed():  # SIGTERM: release the lock, exit 143
-            return _downstream(opts, rest, probes, folders)
-    except StopRequested as err:
-        print(err.message(), file=sys.stderr)
-        return err.exit_code
-    finally:
-        folders.close()
+    # SIGTERM / SIGINT: release the locks, exit 143 / 130
+    return run_in_folders(folders, _downstream, opts, rest, probes, folders)
 
 
 def _downstream(opts, rest, probes, folders):

@@ -14,7 +14,6 @@ file is written under a temporary name and renamed).
 
 import json
 import os
-import sys
 
 from sslsv_sb.errors import SSLSVError
 from sslsv_sb.evaluation.cache import model_fingerprint
@@ -31,10 +30,9 @@ from sslsv_sb.recipe.paths import VOXCELEB_SSL
 from sslsv_sb.recipe.runfolder import (
     RUN_HPARAMS,
     EvaluationFolders,
-    GracefulStop,
-    StopRequested,
     describe_changes,
     record_differences,
+    run_in_folders,
 )
 
 # Evaluation flags and their defaults; values are parsed as YAML scalars / lists.
@@ -127,14 +125,8 @@ def main(argv):
     """
     opts, rest = split_flags(argv, EVAL_FLAGS)
     folders = EvaluationFolders(opts["eval_folder"])
-    try:
-        with GracefulStop().installed():  # SIGTERM: release the locks, exit 143
-            return _evaluate(opts, rest, folders)
-    except StopRequested as err:
-        print(err.message(), file=sys.stderr)
-        return err.exit_code
-    finally:
-        folders.close()
+    # SIGTERM / SIGINT: release the locks, exit 143 / 130
+    return run_in_folders(folders, _evaluate, opts, rest, folders)
 
 
 def _evaluate(opts, rest, folders):

@@ -19,7 +19,6 @@ Every results file is written under a temporary name and renamed.
 import json
 import logging
 import os
-import sys
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ from sslsv_sb.recipe.cli import split_flags
 from sslsv_sb.recipe.hparams import load_hparams
 from sslsv_sb.recipe.models import build_run_brain, load_trained
 from sslsv_sb.recipe.paths import VOXCELEB_SSL
-from sslsv_sb.recipe.runfolder import EvaluationFolders, GracefulStop, StopRequested
+from sslsv_sb.recipe.runfolder import EvaluationFolders, run_in_folders
 
 logger = logging.getLogger(__name__)
 
@@ -226,14 +225,8 @@ def main(argv):
         flag="--pseudo_folder",
         subfolder="pseudo_labels",
     )
-    try:
-        with GracefulStop().installed():  # SIGTERM: release the locks, exit 143
-            return _pseudo_labels(opts, rest, folders)
-    except StopRequested as err:
-        print(err.message(), file=sys.stderr)
-        return err.exit_code
-    finally:
-        folders.close()
+    # SIGTERM / SIGINT: release the locks, exit 143 / 130
+    return run_in_folders(folders, _pseudo_labels, opts, rest, folders)
 
 
 def _pseudo_labels(opts, rest, folders):

@@ -1269,6 +1269,38 @@ class GracefulStop:
                 iterator._shutdown_workers()
 
 
+def run_in_folders(folders, work, *args):
+    """``work(*args)`` under :class:`GracefulStop`, then release ``folders``.
+
+    The body of ``evaluate.py``, ``downstream.py`` and ``pseudo_labels.py``: a
+    SIGTERM / SIGINT ends the work with its exit status (143 / 130, message on
+    stderr) instead of a traceback, and the folders' locks are released however
+    the work ends.
+
+    Arguments
+    ---------
+    folders : EvaluationFolders
+        Claimed by ``work`` (``load_hparams(before_load=folders.claim)``).
+    work : callable
+        Returns the script's result.
+    *args
+        Passed to ``work``.
+
+    Returns
+    -------
+    object or int
+        What ``work`` returns, or the stop signal's exit status.
+    """
+    try:
+        with GracefulStop().installed():
+            return work(*args)
+    except StopRequested as err:
+        print(err.message(), file=sys.stderr)
+        return err.exit_code
+    finally:
+        folders.close()
+
+
 def ignore_stop_signals_in_workers(loader_kwargs):
     """DataLoader workers ignore SIGTERM / SIGINT (the training process stops them).
 
@@ -1303,6 +1335,7 @@ class _WorkerInit:
 
 
 __all__ = [
+    "run_in_folders",
     "LOCK_NAME",
     "RESUME_MUTABLE",
     "RUN_HPARAMS",
