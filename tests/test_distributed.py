@@ -5,7 +5,6 @@ import glob
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,40 +19,31 @@ from sslsv_sb.distributed import (
     convert_sync_batchnorm_cpu,
     unwrap,
 )
+from tests.gloo import free_port, gloo_group
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "recipes", "VoxCeleb", "SSL", "train.py")
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _bn_worker(rank, world, port, x, out):
-    import torch.distributed as dist
 
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    torch.manual_seed(0)
-    bn = convert_sync_batchnorm_cpu(torch.nn.Sequential(torch.nn.BatchNorm1d(3)))
-    assert isinstance(bn[0], CPUSyncBatchNorm)
-    n = x.shape[0] // world
-    xi = x[rank * n : (rank + 1) * n].clone().requires_grad_(True)
-    y = bn(xi)
-    (y * torch.arange(y.numel()).view_as(y).float()).sum().backward()
-    torch.save(
-        {
-            "y": y.detach(),
-            "g": xi.grad,
-            "rm": bn[0].running_mean,
-            "rv": bn[0].running_var,
-        },
-        os.path.join(out, f"bn{rank}.pt"),
-    )
-    dist.destroy_process_group()
+    with gloo_group(rank, world, port):
+        torch.manual_seed(0)
+        bn = convert_sync_batchnorm_cpu(torch.nn.Sequential(torch.nn.BatchNorm1d(3)))
+        assert isinstance(bn[0], CPUSyncBatchNorm)
+        n = x.shape[0] // world
+        xi = x[rank * n : (rank + 1) * n].clone().requires_grad_(True)
+        y = bn(xi)
+        (y * torch.arange(y.numel()).view_as(y).float()).sum().backward()
+        torch.save(
+            {
+                "y": y.detach(),
+                "g": xi.grad,
+                "rm": bn[0].running_mean,
+                "rv": bn[0].running_var,
+            },
+            os.path.join(out, f"bn{rank}.pt"),
+        )
 
 
 @pytest.mark.slow
@@ -61,7 +51,7 @@ def test_cpu_sync_batchnorm_matches_global_batch(tmp_path):
     torch.manual_seed(1)
     x = torch.randn(8, 3, 5) * 3 + 1
     torch.multiprocessing.spawn(
-        _bn_worker, args=(2, _free_port(), x, str(tmp_path)), nprocs=2
+        _bn_worker, args=(2, free_port(), x, str(tmp_path)), nprocs=2
     )
     ref_bn = torch.nn.BatchNorm1d(3)
     xr = x.clone().requires_grad_(True)
@@ -92,23 +82,19 @@ def test_batch_shuffle_roundtrip():
 
 
 def _shuffle_worker(rank, world, port, out):
-    import torch.distributed as dist
 
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    torch.manual_seed(rank)  # ranks draw different permutations: rank 0's is used
-    x = torch.arange(4.0).view(4, 1) + 10 * rank  # rank r holds 10r .. 10r + 3
-    xs, idx = batch_shuffle(x)
-    back = batch_unshuffle(xs * 2, idx)
-    torch.save({"xs": xs, "back": back}, os.path.join(out, f"shuffle{rank}.pt"))
-    dist.destroy_process_group()
+    with gloo_group(rank, world, port):
+        torch.manual_seed(rank)  # ranks draw different permutations: rank 0's is used
+        x = torch.arange(4.0).view(4, 1) + 10 * rank  # rank r holds 10r .. 10r + 3
+        xs, idx = batch_shuffle(x)
+        back = batch_unshuffle(xs * 2, idx)
+        torch.save({"xs": xs, "back": back}, os.path.join(out, f"shuffle{rank}.pt"))
 
 
 @pytest.mark.slow
 def test_batch_shuffle_mixes_ranks_and_unshuffles(tmp_path):
     torch.multiprocessing.spawn(
-        _shuffle_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2
+        _shuffle_worker, args=(2, free_port(), str(tmp_path)), nprocs=2
     )
     r0, r1 = (
         torch.load(tmp_path / f"shuffle{r}.pt", weights_only=True) for r in (0, 1)
@@ -413,7 +399,7 @@ def test_two_nodes_with_c10d_rendezvous_equal_one_node(ddp_reference, tmp_path):
     Both finish, and the run equals the 2-process single-node run."""
     args, ref = ddp_reference
     out = tmp_path / "two_nodes"
-    port = _free_port()
+    port = free_port()
     launcher = [
         sys.executable,
         "-m",

@@ -24,6 +24,7 @@ from sslsv_sb.errors import SSLSVError
 from sslsv_sb.losses.aam import AAMSoftmaxLoss
 from sslsv_sb.losses.margins import MarginNTXentLoss
 from sslsv_sb.losses.moco import MoCoLoss
+from tests.gloo import free_port, gloo_group
 
 B, L, DIM = 4, 400, 8
 
@@ -434,8 +435,6 @@ def _ddp_run(method, rank, world):
 def _ddp_worker(rank, world, port, method, out_dir):
     import os
 
-    import torch.distributed as dist
-
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(rank),
@@ -445,27 +444,19 @@ def _ddp_worker(rank, world, port, method, out_dir):
         OMP_NUM_THREADS="1",
     )
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    try:
+    with gloo_group(rank, world, port):
         state = _ddp_run(method, rank, world)
         torch.save(state, os.path.join(out_dir, f"{method}_rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["simclr", "moco"])
 def test_two_gloo_ranks_match_one_process(tmp_path, method):
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, method, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(
+        _ddp_worker, args=(2, free_port(), method, str(tmp_path)), nprocs=2, join=True
+    )
     ref = _ddp_run(method, rank=0, world=1)
     r0 = torch.load(tmp_path / f"{method}_rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / f"{method}_rank1.pt", weights_only=True)

@@ -16,6 +16,7 @@ from sslsv_sb.distributed import CPUSyncBatchNorm, unwrap
 from sslsv_sb.losses.byol import BYOLLoss
 from sslsv_sb.losses.moco import MoCoLoss
 from sslsv_sb.models.heads import BYOLPredictionHead, BYOLProjectionHead
+from tests.gloo import free_port, gloo_group
 
 DIM, L = 8, 400
 PAIRS = [["embedding_model", "teacher_model"], ["projector", "teacher_projector"]]
@@ -139,34 +140,22 @@ def _run(rank, world, sync):
 def _worker(rank, world, port, out_dir):
     import os
 
-    import torch.distributed as dist
-
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), OMP_NUM_THREADS="1"
     )
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    try:
+    with gloo_group(rank, world, port):
         for sync in (True, False):
             torch.save(
                 _run(rank, world, sync), os.path.join(out_dir, f"{sync}{rank}.pt")
             )
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_teacher_running_stats_are_global_under_ddp(tmp_path):
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     load = functools.partial(torch.load, weights_only=True)
     one = _run(0, 1, True)  # one process on the global batch
     r0, r1 = (load(tmp_path / f"True{r}.pt") for r in (0, 1))

@@ -4,7 +4,6 @@ Sinkhorn, DeepCluster memory bank): 2 ranks x N rows must equal 1 process on the
 rows."""
 
 import os
-import socket
 import tempfile
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from sslsv_sb.losses.barlow_twins import BarlowTwinsLoss
+from tests.gloo import free_port, gloo_group
 
 
 def _np_barlow(a, b, lambd, scale, eps=1e-5):
@@ -76,12 +76,6 @@ def test_gradients_and_errors():
 # ------------------------------------------------------------------ DDP (2 x gloo)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _global_inputs():
     g = torch.Generator().manual_seed(123)
     return {
@@ -123,18 +117,12 @@ def _compute(inputs, sl):
 
 
 def _worker(rank, world, port, path):
-    import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    try:
+    with gloo_group(rank, world, port):
         n = 8 // world
         out = _compute(_global_inputs(), slice(rank * n, (rank + 1) * n))
         torch.save(out, os.path.join(path, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow
@@ -148,7 +136,7 @@ def test_two_processes_equal_one_process():
         method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
         mp.start_processes(
             _worker,
-            args=(2, _free_port(), tmp),
+            args=(2, free_port(), tmp),
             nprocs=2,
             join=True,
             start_method=method,

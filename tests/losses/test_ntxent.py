@@ -2,13 +2,13 @@
 
 import math
 import os
-import socket
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from sslsv_sb.losses.ntxent import NTXentLoss
+from tests.gloo import free_port, gloo_group
 
 
 def ntxent_loop(z1, z2, tau):
@@ -92,31 +92,22 @@ def test_errors():
         NTXentLoss(0.0)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank, world, port, z1, z2, out):
     import torch.distributed as dist
 
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    n = z1.shape[0] // world
-    a = z1[rank * n : (rank + 1) * n].clone().requires_grad_(True)
-    b = z2[rank * n : (rank + 1) * n].clone().requires_grad_(True)
-    loss = NTXentLoss(0.1, gather_distributed=True)(a, b)
-    loss.backward()
-    # DDP averages gradients over ranks: emulate that to compare with 1 process.
-    loss_all = loss.detach().clone()
-    dist.all_reduce(loss_all)
-    torch.save(
-        {"loss": loss_all / world, "ga": a.grad / world, "gb": b.grad / world},
-        os.path.join(out, f"r{rank}.pt"),
-    )
-    dist.destroy_process_group()
+    with gloo_group(rank, world, port):
+        n = z1.shape[0] // world
+        a = z1[rank * n : (rank + 1) * n].clone().requires_grad_(True)
+        b = z2[rank * n : (rank + 1) * n].clone().requires_grad_(True)
+        loss = NTXentLoss(0.1, gather_distributed=True)(a, b)
+        loss.backward()
+        # DDP averages gradients over ranks: emulate that to compare with 1 process.
+        loss_all = loss.detach().clone()
+        dist.all_reduce(loss_all)
+        torch.save(
+            {"loss": loss_all / world, "ga": a.grad / world, "gb": b.grad / world},
+            os.path.join(out, f"r{rank}.pt"),
+        )
 
 
 @pytest.mark.slow
@@ -124,7 +115,7 @@ def test_gathered_loss_equals_single_process(tmp_path):
     torch.manual_seed(3)
     z1, z2 = torch.randn(8, 6), torch.randn(8, 6)
     torch.multiprocessing.spawn(
-        _ddp_worker, args=(2, _free_port(), z1, z2, str(tmp_path)), nprocs=2
+        _ddp_worker, args=(2, free_port(), z1, z2, str(tmp_path)), nprocs=2
     )
     a = z1.clone().requires_grad_(True)
     b = z2.clone().requires_grad_(True)

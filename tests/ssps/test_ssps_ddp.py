@@ -1,27 +1,18 @@
 """Two gloo ranks hold identical SSPS queues / clusters after several updates."""
 
 import os
-import socket
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.gloo import free_port, gloo_group
 
 
 def _worker(rank, world, port, out_dir):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    try:
+    with gloo_group(rank, world, port):
         from sslsv_sb.ssps import SSPS
 
         torch.manual_seed(100 + rank)  # every rank sees different local data
@@ -43,13 +34,11 @@ def _worker(rank, world, port, out_dir):
         t = ssps.sample(torch.randint(0, 64, (4,)), torch.randn(4, 6))
         assert t.shape == (4,)
         torch.save(ssps.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_two_ranks_identical_queues(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     s0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     s1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert s0.keys() == s1.keys()
