@@ -200,3 +200,41 @@ def test_feature_norm_sentence_is_the_encoder_blocks_normalisation():
     # "none" keeps the utterance's spectral envelope (what "sentence" removes)
     none = FeatureNorm("none")(x, lengths)
     assert torch.equal(none, x) and not torch.allclose(ref, x)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_sliced_reflect_padding_equals_speechbrains(autocast):
+    """ECAPAEncoder's sliced padding gives SpeechBrain's outputs and gradients."""
+    from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+
+    from sslsv_sb.models.encoders import ECAPAEncoder, SlicedReflectConv1d
+
+    torch.manual_seed(0)
+    kw = {"lin_neurons": 16, "channels": [32, 32, 32, 32, 96]}
+    ours, ref = ECAPAEncoder(20, **kw), ECAPA_TDNN(20, **kw)
+    ref.load_state_dict(ours.state_dict())  # same names, same weights
+    convs = [m for m in ours.modules() if isinstance(m, SlicedReflectConv1d)]
+    padded = [m for m in convs if m.kernel_size > 1]
+    assert len(convs) > len(padded) >= 4  # dilated 3-tap and 1x1 convolutions
+    x = torch.randn(3, 37, 20)
+    lens = torch.tensor([1.0, 0.7, 0.5])
+    outs, grads = [], []
+    for model in (ours, ref):
+        xi = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = model.train()(xi, lens).reshape(3, -1)
+        (y.float() * torch.arange(16.0)).sum().backward()
+        outs.append(y.detach())
+        grads.append((xi.grad, next(model.parameters()).grad))  # first conv: k=5
+        model.zero_grad()
+    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert torch.equal(grads[0][1], grads[1][1])
+
+
+def test_sliced_reflect_padding_keeps_the_too_short_error():
+    from sslsv_sb.models.encoders import ECAPAEncoder
+
+    enc = ECAPAEncoder(20, lin_neurons=16, channels=[32, 32, 32, 32, 96])
+    with pytest.raises(RuntimeError, match="[Pp]adding size"):
+        enc(torch.randn(1, 2, 20))
