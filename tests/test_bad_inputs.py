@@ -41,6 +41,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.tiny_run import BUDGET_ARGS, CORPUS_ARGS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "recipes", "VoxCeleb", "SSL")
 TRAIN = os.path.join(RECIPE, "train.py")
@@ -52,18 +54,7 @@ SR = 16000
 # The tiny run every case starts from (train.py resumes it; evaluate.py and the
 # export tool read it).
 MODEL_ARGS = ["--channels=[8,8,8,8,24]", "--emb_dim=8"]
-TRAIN_ARGS = [
-    "--train_list=train.csv",
-    "--trial_lists=[trials.txt]",
-    "--noise_folder=noise",
-    "--rir_folder=rirs",
-    *MODEL_ARGS,
-    "--batch_size=4",
-    "--frame_length=4000",
-    "--number_of_epochs=1",
-    "--num_workers=0",
-    "--noprogressbar",
-]
+TRAIN_ARGS = [*CORPUS_ARGS, *MODEL_ARGS, *BUDGET_ARGS]
 TRAIN_FILES = [f"wav/u{i}.wav" for i in range(4)]  # one batch of 4
 TEST_FILES = [f"wav/t{i}.wav" for i in range(4)]
 TRIALS = (

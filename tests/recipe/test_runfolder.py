@@ -37,6 +37,7 @@ from sslsv_sb.recipe.runfolder import (
 )
 from sslsv_sb.recipe.tools.export_model import main as export_main
 from sslsv_sb.recipe.train import main as train_main
+from tests.tiny_run import BUDGET_ARGS, CORPUS_ARGS, MODEL_ARGS, with_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(ROOT, "recipes", "VoxCeleb", "SSL", "train.py")
@@ -45,24 +46,8 @@ YAML = os.path.join(ROOT, "recipes", "VoxCeleb", "SSL", "hparams", "simclr_ecapa
 
 def args(corpus, out, *extra):
     """Tiny SimCLR run on the tiny corpus (the model of ``get_trained_run``)."""
-    base = [
-        YAML,
-        f"--data_folder={corpus}",
-        f"--output_folder={out}",
-        "--train_list=train.csv",
-        "--trial_lists=[trials.txt]",
-        "--noise_folder=noise",
-        "--rir_folder=rirs",
-        "--channels=[16,16,16,16,48]",
-        "--emb_dim=16",
-        "--batch_size=4",
-        "--frame_length=4000",
-        "--number_of_epochs=1",
-        "--num_workers=0",
-        "--noprogressbar",
-    ]
-    keys = {e.split("=")[0] for e in extra}
-    return [a for a in base if a.split("=")[0] not in keys] + list(extra)
+    base = [YAML, f"--data_folder={corpus}", f"--output_folder={out}"]
+    return with_overrides(base + CORPUS_ARGS + MODEL_ARGS + BUDGET_ARGS, *extra)
 
 
 def snapshot(folder):

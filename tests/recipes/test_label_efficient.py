@@ -12,22 +12,12 @@ import sys
 import pytest
 import torch
 
+from tests.tiny_run import BUDGET_ARGS, CORPUS_ARGS, MODEL_ARGS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPE = os.path.join(ROOT, "recipes", "VoxCeleb", "SSL")
 
-TINY = [
-    "--train_list=train.csv",
-    "--trial_lists=[trials.txt]",
-    "--noise_folder=noise",
-    "--rir_folder=rirs",
-    "--batch_size=4",
-    "--frame_length=4000",
-    "--number_of_epochs=1",
-    "--num_workers=0",
-    "--channels=[16,16,16,16,48]",
-    "--emb_dim=16",
-    "--noprogressbar",
-]
+TINY = [*CORPUS_ARGS, *BUDGET_ARGS, *MODEL_ARGS]
 
 
 def run(script, args):

@@ -7,24 +7,18 @@ import sys
 
 import pytest
 
+from tests.tiny_run import BUDGET_ARGS, CORPUS_ARGS, MODEL_ARGS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "recipes", "VoxLingua", "SSL", "language.py")
 TINY = [
-    "--train_list=train.csv",
-    "--trial_lists=[trials.txt]",
-    "--noise_folder=noise",
-    "--rir_folder=rirs",
+    *CORPUS_ARGS,
     "--language_train_list=train.csv",
     "--language_test_list=test.csv",
     "--language_n_target=40",
     "--language_n_nontarget=40",
-    "--batch_size=4",
-    "--frame_length=4000",
-    "--number_of_epochs=1",
-    "--num_workers=0",
-    "--channels=[16,16,16,16,48]",
-    "--emb_dim=16",
-    "--noprogressbar",
+    *BUDGET_ARGS,
+    *MODEL_ARGS,
 ]
 
 

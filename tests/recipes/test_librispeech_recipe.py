@@ -14,6 +14,7 @@ import pytest
 from sslsv_sb.errors import SSLSVError
 from sslsv_sb.models.encoders import FeatureNorm
 from sslsv_sb.recipe.hparams import load_hparams
+from tests.tiny_run import BUDGET_ARGS, CORPUS_ARGS, MODEL_ARGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPE = os.path.join(ROOT, "recipes", "LibriSpeech", "SSL")
@@ -56,18 +57,10 @@ def test_librispeech_recipe_trains_and_scores_with_the_mfcc_baseline(
             "hparams/simclr_ecapa.yaml",
             f"--data_folder={tiny_corpus}",
             f"--output_folder={out}",
-            "--train_list=train.csv",
-            "--trial_lists=[trials.txt]",
-            "--noise_folder=noise",
-            "--rir_folder=rirs",
-            "--channels=[16,16,16,16,48]",
-            "--emb_dim=16",
-            "--batch_size=4",
-            "--frame_length=4000",
-            "--number_of_epochs=1",
-            "--num_workers=0",
+            *CORPUS_ARGS,
+            *MODEL_ARGS,
+            *BUDGET_ARGS,
             "--precision=fp32",
-            "--noprogressbar",
         ],
         capture_output=True,
         text=True,

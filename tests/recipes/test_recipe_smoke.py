@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from tests.tiny_run import BUDGET_ARGS, CORPUS_ARGS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPE = os.path.join(ROOT, "recipes", "VoxCeleb", "SSL")
 TRAIN = os.path.join(RECIPE, "train.py")
@@ -25,17 +27,7 @@ SMOKE = {
     os.path.basename(p)[: -len(".args")] + ".yaml": open(p).read().split()
     for p in sorted(glob.glob(os.path.join(SMOKE_DIR, "*.args")))
 }
-COMMON = [
-    "--train_list=train.csv",
-    "--trial_lists=[trials.txt]",
-    "--noise_folder=noise",
-    "--rir_folder=rirs",
-    "--batch_size=4",
-    "--frame_length=4000",
-    "--number_of_epochs=1",
-    "--num_workers=0",
-    "--noprogressbar",
-]
+COMMON = [*CORPUS_ARGS, *BUDGET_ARGS]
 
 
 def run(args, timeout=600):

@@ -12,24 +12,13 @@ import sys
 import pytest
 import torch
 
+from tests.tiny_run import BUDGET_ARGS, CORPUS_ARGS, MODEL_ARGS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPE = os.path.join(ROOT, "recipes", "VoxCeleb", "SSL")
 TRAIN = os.path.join(RECIPE, "train.py")
 PSEUDO = os.path.join(RECIPE, "pseudo_labels.py")
-COMMON = [
-    "--train_list=train.csv",
-    "--trial_lists=[trials.txt]",
-    "--noise_folder=noise",
-    "--rir_folder=rirs",
-    "--batch_size=4",
-    "--frame_length=4000",
-    "--number_of_epochs=1",
-    "--num_workers=0",
-    "--noprogressbar",
-    "--channels=[16,16,16,16,48]",
-    "--emb_dim=16",
-    "--eval_untrained=False",
-]
+COMMON = [*CORPUS_ARGS, *BUDGET_ARGS, *MODEL_ARGS, "--eval_untrained=False"]
 
 
 def run(script, args):
