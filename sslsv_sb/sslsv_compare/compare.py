@@ -102,7 +102,7 @@ def parse_args(argv):
         description="Train one method with sslsv and with the project on identical "
         "settings, score both the same way, report EER / minDCF and speed.",
     )
-    parser.add_argument("--method", required=True, choices=sorted(METHODS))
+    parser.add_argument("--method", choices=sorted(METHODS))
     parser.add_argument("--encoder", default="ecapa", choices=["ecapa", "resnet34"])
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="optimiser steps on each side")
@@ -154,7 +154,17 @@ def parse_args(argv):
     parser.add_argument(
         "--verbose", action="store_true", help="echo both toolkits' output"
     )
+    parser.add_argument(
+        "--table",
+        nargs="+",
+        metavar="JSON",
+        help="print the markdown table of these comparison.json files, train nothing",
+    )
     args = parser.parse_args(argv)
+    if args.table:
+        return args
+    if args.method is None:
+        parser.error("the following arguments are required: --method")
     if args.steps is None and args.epochs is None:
         args.epochs = 11
     if args.threads < 1:
@@ -681,6 +691,103 @@ def format_report(rows):
     return "\n".join(line.rstrip() for line in lines)
 
 
+#: A side "learns" when its trained EER is at most this fraction of its untrained one
+#: (issue 14's bar for the rows that did not beat their untrained encoder).
+LEARNS = 0.85
+
+
+def _seed(payload):
+    run = payload.get("run") or {}
+    if "seed" in run:
+        return run["seed"]
+    words = payload.get("ours_command", "").split()
+    seeds = [w.split("=", 1)[1] for w in words if w.startswith("--seed=")]
+    return int(seeds[0]) if seeds else None
+
+
+def markdown_table(payloads):
+    """Markdown table of ``comparison.json`` payloads, one line per comparison.
+
+    Example
+    -------
+    >>> side = lambda u, t, s: {"untrained_eer": u, "untrained_mindcf": 1.0,
+    ...     "trained_eer": t, "trained_mindcf": 0.8, "steps": 242, "s_per_step": s}
+    >>> p = {"method": "moco", "encoder": "ecapa", "ours_command": "x --seed=7",
+    ...      "report": [dict(side(27.6, 7.6, 4.0), toolkit="sslsv"),
+    ...                 dict(side(27.9, 26.3, 3.0), toolkit="ours")]}
+    >>> cells = markdown_table([p]).splitlines()[-1].split(" | ")
+    >>> cells[4:8]
+    ['27.60 -> 7.60 (0.800)', '27.90 -> 26.30 (0.800)', '3.46', 'yes / no']
+    """
+    lines = [
+        "| method | encoder | seed | steps | sslsv: untrained -> trained EER % "
+        "(minDCF) | ours: untrained -> trained EER % (minDCF) | ours / sslsv "
+        f"| learns (<= {LEARNS} x untrained) sslsv / ours | s/step sslsv / ours "
+        "| run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in payloads:
+        rows = {r["toolkit"]: r for r in p.get("report", [])}
+        s, o = rows.get("sslsv"), rows.get("ours")
+
+        def eers(r):
+            if r is None:
+                return "-"
+            return (
+                f"{r['untrained_eer']:.2f} -> {r['trained_eer']:.2f} "
+                f"({r['trained_mindcf']:.3f})"
+            )
+
+        def learns(r):
+            if r is None:
+                return "-"
+            return "yes" if r["trained_eer"] <= LEARNS * r["untrained_eer"] else "no"
+
+        def speed(r):
+            return (
+                "-"
+                if r is None or r.get("s_per_step") is None
+                else (f"{r['s_per_step']:.2f}")
+            )
+
+        ratio = f"{o['trained_eer'] / s['trained_eer']:.2f}" if s and o else "-"
+        steps = (o or s or {}).get("steps", "-")
+        run = p.get("run") or {}
+        where = ", ".join(
+            str(x) for x in (run.get("started"), (run.get("commit") or "")[:7]) if x
+        )
+        lines.append(
+            f"| {p['method']} | {p['encoder']} | {_seed(p)} | {steps} | {eers(s)} "
+            f"| {eers(o)} | {ratio} | {learns(s)} / {learns(o)} "
+            f"| {speed(s)} / {speed(o)} | {where or '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def run_record(args):
+    """When, where and with which code a comparison runs (``comparison.json``)."""
+    from sslsv_sb.recipe.tools.benchmark import machine_info
+
+    info = machine_info()
+    try:
+        commit = subprocess.run(
+            ["git", "-C", REPO, "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {
+        "started": info["date"],
+        "machine": {k: info[k] for k in ("host", "cpu", "isa", "cores", "torch")},
+        "load_before": round(os.getloadavg()[0], 2),
+        "commit": commit,
+        "seed": args.seed,
+        "threads": args.threads,
+    }
+
+
 def _load_json(path):
     if not os.path.isfile(path):
         raise SSLSVError(f"expected output not found: {path}")
@@ -747,6 +854,10 @@ def prepare(args):
 def main(argv=None):
     """Run the comparison; returns the ``comparison.json`` payload."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.table:
+        text = markdown_table([_load_json(path) for path in args.table])
+        print(text)
+        return text
     ctx = prepare(args)
     entry = METHODS[args.method]
     mapping, budget = ctx["mapping"], ctx["budget"]
@@ -768,6 +879,7 @@ def main(argv=None):
         "sslsv_config": mapping.config,
         "sslsv_fixups": mapping.fixups,
         "ours_command": " ".join(our_command(ctx)),
+        "run": run_record(args),
         "results": {},
     }
     if args.dry_run:

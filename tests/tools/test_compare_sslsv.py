@@ -639,3 +639,49 @@ def test_end_to_end_on_the_tiny_corpus(method, tiny_corpus, tmp_path):
     assert ours["eer"] == pytest.approx(ours["own"]["eer"])
     saved = json.loads((out / "comparison.json").read_text())
     assert saved["report"] == payload["report"]
+
+
+def _side(toolkit, untrained, trained):
+    return {
+        "toolkit": toolkit,
+        "untrained_eer": untrained,
+        "untrained_mindcf": 1.0,
+        "trained_eer": trained,
+        "trained_mindcf": 0.9,
+        "steps": 242,
+        "s_per_step": 2.0,
+    }
+
+
+def test_table_renders_saved_comparisons_without_training(tmp_path, capsys):
+    run = {"started": "2026-12-07T08:00:00", "commit": "abcdef0123", "seed": 3}
+    files = []
+    for name, report in [
+        ("a", [_side("sslsv", 27.6, 7.6), _side("ours", 27.9, 7.5)]),
+        ("b", [_side("sslsv", 27.6, 28.1), _side("ours", 27.9, 26.2)]),
+        ("c", [_side("ours", 30.0, 20.0)]),  # --only ours
+    ]:
+        path = tmp_path / f"{name}.json"
+        payload = {"method": name, "encoder": "ecapa", "report": report, "run": run}
+        path.write_text(json.dumps(payload))
+        files.append(str(path))
+    text = compare.main(["--table", *files])  # no --method needed
+    assert capsys.readouterr().out.strip() == text
+    rows = [line.split(" | ") for line in text.splitlines()[2:]]
+    assert [r[6] for r in rows] == ["0.99", "0.93", "-"]  # ours / sslsv trained EER
+    assert [r[7] for r in rows] == ["yes / yes", "no / no", "- / yes"]
+    assert rows[0][2] == "3" and rows[0][-1] == "2026-12-07T08:00:00, abcdef0 |"
+
+
+def test_method_still_required_to_train():
+    with pytest.raises(SystemExit) as err:
+        compare.parse_args(["--steps", "2"])
+    assert err.value.code == 2
+
+
+def test_run_record_names_machine_commit_and_seed():
+    args = compare.parse_args(["--method", "simclr", "--seed", "5", "--threads", "1"])
+    rec = compare.run_record(args)
+    assert rec["seed"] == 5 and rec["threads"] == 1
+    assert rec["machine"]["cores"] == os.cpu_count() and rec["machine"]["cpu"]
+    assert rec["commit"] is None or len(rec["commit"]) == 40
