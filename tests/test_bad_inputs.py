@@ -134,6 +134,13 @@ class WarmRunner:
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
+            # run as a script, this file imports tests.tiny_run from the checkout
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (ROOT, os.environ.get("PYTHONPATH")) if p
+                ),
+            },
         )
 
     def run(self, script, argv, folder, timeout=300):
