@@ -164,6 +164,20 @@ def test_resnet34_variants():
         ResNet34(pooling="max")
 
 
+def test_resnet34_convolutions_use_he_fan_out_init():
+    """sslsv's (and voxceleb_trainer's) init: std sqrt(2 / fan_out), not PyTorch's
+    default (1 / sqrt(3 fan_in), 2.4x smaller for a square 3x3 conv)."""
+    torch.manual_seed(0)
+    model = ResNet34(input_size=40)
+    for conv in (model.stem[0], model.blocks[-1].conv2, model.blocks[3].shortcut[0]):
+        w = conv.weight
+        fan_out = w.shape[0] * w.shape[2] * w.shape[3]
+        assert w.std().item() == pytest.approx((2.0 / fan_out) ** 0.5, rel=0.05)
+    bn = model.blocks[0].bn1
+    assert torch.equal(bn.weight, torch.ones_like(bn.weight))
+    assert torch.equal(bn.bias, torch.zeros_like(bn.bias))
+
+
 def test_tdnn_too_short_raises(models):
     with pytest.raises(ValueError):
         models["tdnn"](torch.randn(2, 14, 40))
