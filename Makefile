@@ -1,6 +1,7 @@
 # sslsv-sb: two commands for a fresh machine.
 #   make demo   -> venv + install + embedded corpus + SSL training + verification (EER)
 #   make test   -> venv + install (with test extras) + pytest (tests + doctests)
+#   make demo-dino -> the DINO CPU preset (~25-30 min on 2 cores; recipe README)
 #   make test-fast -> the same without the tests marked slow (inner loop)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -20,8 +21,15 @@ DEMO_ARGS ?= --output_folder=results/demo/simclr_ecapa \
 	--channels=[256,256,256,256,768] --emb_dim=192 --batch_size=64 \
 	--frame_length=16000 --temperature=0.07 --eq_prob=0.5 \
 	--number_of_epochs=11 --num_workers=0 --precision=$(DEMO_PRECISION)
+# DINO CPU preset (recipe README, "DINO on a CPU"): demo shapes, Adam 1e-3, constant
+# teacher momentum 0.99, K = 1024, 40 epochs (880 steps); the teacher is scored.
+DINO_ARGS ?= --output_folder=results/demo/dino_ecapa \
+	--channels=[256,256,256,256,768] --emb_dim=192 --batch_size=64 \
+	--frame_length=16000 --local_length=8000 --precision=$(DEMO_PRECISION) \
+	--optimizer_type=adam --lr=0.001 --weight_decay=0 --start_tau=0.99 \
+	--tau_scheduler=False --head_out_dim=1024 --number_of_epochs=40 --num_workers=0
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo demo-dino test test-fast lint clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +45,10 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) recipes/VoxCeleb/SSL/train.py recipes/VoxCeleb/SSL/hparams/simclr_ecapa.yaml \
 		$(DEMO_ARGS)
+
+demo-dino: $(VENV)/.installed
+	$(PY) recipes/VoxCeleb/SSL/train.py recipes/VoxCeleb/SSL/hparams/dino_ecapa.yaml \
+		$(DINO_ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_REPORT) $(PYTEST_ARGS)
