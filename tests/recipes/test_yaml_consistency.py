@@ -240,3 +240,35 @@ def test_yaml_without_extends_is_used_as_is(tmp_path):
     path.write_text("a: 1\nb: !ref <a>\n")
     assert write_merged(str(path)) == str(path)
     assert top_level_keys(str(path)) == ["a", "b"]
+
+
+def _makefile_commands():
+    """``{target: (yaml, [--key=value, ...])}`` of the Makefile's demo targets."""
+    text = open(os.path.join(ROOT, "Makefile")).read().replace("\\\n", " ")
+    variables = dict(re.findall(r"^(\w+) \?= (.*)$", text, flags=re.M))
+    commands = {}
+    for target, body in re.findall(r"^(demo[\w-]*):.*\n\t(.*)$", text, flags=re.M):
+        for _ in range(2):  # DINO_ARGS holds $(DEMO_PRECISION)
+            body = re.sub(r"\$\((\w+)\)", lambda m: variables.get(m[1], m[0]), body)
+        words = body.split()
+        yaml = next(w for w in words if w.endswith(".yaml"))
+        commands[target] = (yaml, [w for w in words if w.startswith("--")])
+    return commands
+
+
+def test_makefile_demo_commands_load(tmp_path, monkeypatch):
+    """`make demo` and `make demo-dino` pass only keys their yamls define (a typo in
+    the Makefile would otherwise surface only after a fresh install)."""
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    commands = _makefile_commands()
+    assert set(commands) >= {"demo", "demo-dino"}
+    for target, (yaml, args) in commands.items():
+        assert not any("$(" in a for a in args), (target, args)
+        args = [a for a in args if not a.startswith("--output_folder=")]
+        argv = [os.path.join(ROOT, yaml), *args, f"--data_folder={tmp_path}"]
+        argv.append(f"--output_folder={tmp_path / target}")
+        _, run_opts, _, hp = load_hparams(argv)
+        for arg in args:
+            key = arg[2:].split("=", 1)[0]
+            assert key in hp or key in run_opts, (target, key)  # yaml key or run option
+        assert run_opts["precision"] == "bf16" and hp["batch_size"] == 64, target
