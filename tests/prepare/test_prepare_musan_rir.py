@@ -20,6 +20,9 @@ from sslsv_sb.errors import SSLSVError
 SR = 16000
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# MUSAN chunking small enough for the fake 0.2-0.5 s recordings.
+TINY_CHUNKS = {"chunk_length": 0.1, "stride": 0.1, "min_length": 0.04}
+
 
 def write_wav(path, seconds, sr=SR):
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -77,9 +80,7 @@ def test_musan_split_and_rirs(tmp_path):
         str(data),
         str(musan.parent),
         str(rirs),
-        chunk_length=0.1,
-        stride=0.1,
-        min_length=0.04,
+        **TINY_CHUNKS,
         verbose=False,
     )
     # originals untouched
@@ -123,9 +124,7 @@ def test_musan_split_and_rirs(tmp_path):
         str(data),
         str(musan),
         str(rirs),
-        chunk_length=0.1,
-        stride=0.1,
-        min_length=0.04,
+        **TINY_CHUNKS,
         verbose=False,
     )
     assert sum("already done" in line for line in rep2.lines) == 2
@@ -149,17 +148,13 @@ def test_musan_csv_prefix_and_bad_audio(tmp_path):
         prepare_augmentation(
             str(data),
             str(musan),
-            chunk_length=0.1,
-            stride=0.1,
-            min_length=0.04,
+            **TINY_CHUNKS,
             verbose=False,
         )
     rep = prepare_augmentation(
         str(data),
         str(musan),
-        chunk_length=0.1,
-        stride=0.1,
-        min_length=0.04,
+        **TINY_CHUNKS,
         skip_invalid=True,
         csv_prefix="$data_folder",
         verbose=False,
@@ -187,9 +182,7 @@ def test_csv_loads_in_speechbrain_addnoise(tmp_path):
     prepare_augmentation(
         str(data),
         str(musan),
-        chunk_length=0.1,
-        stride=0.1,
-        min_length=0.04,
+        **TINY_CHUNKS,
         verbose=False,
     )
     aug = AddNoise(csv_file=str(data / "musan_noise.csv"), snr_low=0, snr_high=5)
