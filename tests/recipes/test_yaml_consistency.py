@@ -272,3 +272,20 @@ def test_makefile_demo_commands_load(tmp_path, monkeypatch):
             key = arg[2:].split("=", 1)[0]
             assert key in hp or key in run_opts, (target, key)  # yaml key or run option
         assert run_opts["precision"] == "bf16" and hp["batch_size"] == 64, target
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in YAMLS if "ssps_kmeans_clusters" in merged_text(p)], ids=name
+)
+def test_embedded_ssps_clusters_leave_several_per_speaker(path):
+    """With ``inter_sampling_size >= 1`` the pseudo-positive comes from the nearest
+    *other* cluster, so K must split each speaker into several clusters (sslsv's
+    K = 25k gives ~4 per VoxCeleb2 speaker). K = number of speakers made 85 % of the
+    demo's pseudo-positives other speakers."""
+    from sslsv_sb.data.corpus.config import PRESETS
+
+    data = YAML().load(merged_text(path))
+    if int(data["ssps_inter_sampling_size"]) < 1:
+        return
+    k = int(data["embedded"]["ssps_kmeans_clusters"])
+    assert k >= 3 * PRESETS["demo"].n_train_speakers, (path, k)
