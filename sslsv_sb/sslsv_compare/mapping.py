@@ -95,6 +95,9 @@ OUR_AUGMENT_CONSTANTS = {
     "babble": [1, 1],
 }
 
+#: Methods trained on frame-level encoder outputs (ResNet-34 without pooling).
+_FRAME_LEVEL = ("cpc",)
+
 #: Projector shared by the Siamese-family recipes (Linear-BN-ReLU x2 + Linear).
 _PROJECTOR = {"proj_hidden_dim": 2048, "proj_out_dim": 512, "proj_n_hidden": 2}
 
@@ -218,6 +221,21 @@ METHODS = {
         "barlow_twins",
         ("ecapa",),
         {"lambd": 0.005, "loss_scale": 0.025, **_PROJECTOR},
+    ),
+    "cpc": MethodEntry(
+        "CPC (arXiv 1807.03748)",
+        "cpc",
+        ("resnet34",),
+        {
+            "temperature": 1.0,
+            "cpc_normalize": False,
+            "cpc_n_predict": 4,
+            "cpc_aggregator": "gru",
+            "cpc_hidden": 256,
+            "cpc_layers": 1,
+            "cpc_bidirectional": False,
+            "cpc_mode": "two_crop",
+        },
     ),
     "swav": MethodEntry(
         "SwAV (arXiv 2006.09882)",
@@ -578,7 +596,7 @@ def to_sslsv(method, encoder, ours, budget, bank=None, threads=None):
     b.put("reproducibility", False)
     _map_budget(b, budget)
     _map_optim(b, method, budget)
-    _map_encoder(b, encoder)
+    _map_encoder(b, encoder, method)
     _map_data(b, method, bank)
     b.put("method.type", entry.sslsv_type)
     _METHOD_MAPPERS[method](b, budget)
@@ -682,20 +700,29 @@ def _map_optim(b, method, budget):
     b.fixed("max_grad_norm", math.inf, "global gradient clipping", clip_note)
 
 
-def _map_encoder(b, encoder):
+def _map_encoder(b, encoder, method):
     if encoder == "ecapa":
         b.put("encoder.type", "ecapatdnn")
         b.same("channels", "encoder.channels", _INTS, "ECAPA channels")
     else:
         b.put("encoder.type", "resnet34")
         b.same("base_channels", "encoder.base_dim", _INT, "ResNet-34 base channels")
-        b.sslsv_only(
-            "encoder.pooling_mode",
-            "sap",
-            "ResNet-34 pooling",
-            "sap (encoders/resnet34.yaml)",
-        )
-    b.same("emb_dim", "encoder.encoder_dim", _INT, "embedding size")
+        if method in _FRAME_LEVEL:
+            b.sslsv_only(
+                "encoder.pooling",
+                False,
+                "ResNet-34 pooling",
+                "none: frames (B, C, T/4) (cpc_resnet34.yaml)",
+            )
+        else:
+            b.sslsv_only(
+                "encoder.pooling_mode",
+                "sap",
+                "ResNet-34 pooling",
+                "sap (encoders/resnet34.yaml)",
+            )
+    setting = "frame size" if method in _FRAME_LEVEL else "embedding size"
+    b.same("emb_dim", "encoder.encoder_dim", _INT, setting)
     b.same("n_mels", "encoder.mel_n_mels", _INT, "mel bins")
     b.info(
         "features",
@@ -913,6 +940,22 @@ def _map_barlow_twins(b, budget):
     _map_projector(b)
 
 
+def _map_cpc(b, budget):
+    b.fixed("temperature", 1.0, "InfoNCE temperature", "raw dot products (CPCLoss)")
+    b.fixed("cpc_normalize", False, "cosine scores", "raw dot products (CPCLoss)")
+    b.same("cpc_n_predict", "method.nb_t_to_predict", _INT, "future frames predicted")
+    b.same("cpc_aggregator", "method.aggregator_type", _STR, "aggregator")
+    b.same("cpc_layers", "method.aggregator_nb_layers", _INT, "aggregator layers")
+    b.same("cpc_hidden", "method.aggregator_dim", _INT, "aggregator size (embedding)")
+    b.same("cpc_bidirectional", "method.bidirectional", _BOOL, "bidirectional")
+    b.fixed(
+        "cpc_mode",
+        "two_crop",
+        "what is predicted",
+        "the last frames of crop 2 from the final context of crop 1",
+    )
+
+
 def _map_swav(b, budget):
     b.same("temperature", "method.temperature", _FLOAT)
     b.same("n_prototypes", "method.nb_prototypes", _INT, "prototypes")
@@ -925,6 +968,7 @@ def _map_swav(b, budget):
 
 
 _METHOD_MAPPERS = {
+    "cpc": _map_cpc,
     "simclr": _map_simclr,
     "moco": _map_moco,
     "dino": _map_dino,

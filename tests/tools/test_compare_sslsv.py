@@ -49,8 +49,23 @@ def _mapping_for(method, encoder, overrides=None, bank=BANK):
 # ------------------------------------------------------------------------ mapping
 def test_table_methods_are_all_mapped():
     wanted = {"simclr", "moco", "dino", "byol", "simsiam", "vicreg", "barlow_twins"}
-    assert wanted | {"swav"} == set(mapping.METHODS)
+    assert wanted | {"swav", "cpc"} == set(mapping.METHODS)
     assert "resnet34" in mapping.METHODS["moco"].encoders
+    assert mapping.METHODS["cpc"].encoders == ("resnet34",)
+
+
+def test_cpc_runs_on_frames_and_other_resnet_methods_pool():
+    """CPC's ResNet-34 has no pooling on both sides (sslsv ``encoder.pooling:
+    false``); MoCo's keeps SAP pooling."""
+    *_, cpc = _mapping_for("cpc", "resnet34")
+    flat = mapping.flatten(cpc.config)
+    assert flat["encoder.pooling"] is False and "encoder.pooling_mode" not in flat
+    assert (
+        flat["method.aggregator_type"] == "gru" and flat["method.aggregator_dim"] == 256
+    )
+    *_, moco = _mapping_for("moco", "resnet34")
+    flat = mapping.flatten(moco.config)
+    assert flat["encoder.pooling_mode"] == "sap" and "encoder.pooling" not in flat
 
 
 @pytest.mark.parametrize("method,encoder", PAIRS)
@@ -127,6 +142,11 @@ KEY_PAIRS = [
     ("swav", "n_prototypes", "method.nb_prototypes"),
     ("swav", "sk_iters", "method.sk_nb_iters"),
     ("swav", "queue_start_epoch", "method.queue_start_epoch"),
+    ("cpc", "cpc_n_predict", "method.nb_t_to_predict"),
+    ("cpc", "cpc_layers", "method.aggregator_nb_layers"),
+    ("cpc", "cpc_hidden", "method.aggregator_dim"),
+    ("cpc", "cpc_bidirectional", "method.bidirectional"),
+    ("cpc", "cpc_aggregator", "method.aggregator_type"),
 ]
 
 
