@@ -156,7 +156,7 @@ def _load_weights(path, map_location="cpu"):
             raise SSLSVError(f"{path}: unreadable checkpoint file ({detail})") from None
 
 
-def check_checkpoint_fits(checkpointer, ckpt):
+def check_checkpoint_fits(checkpointer, ckpt, skip=()):
     """Check, before any work, that a checkpoint loads into the Brain's modules.
 
     Every ``nn.Module`` recoverable's ``<name>.ckpt`` of ``ckpt`` is read (weights
@@ -167,6 +167,8 @@ def check_checkpoint_fits(checkpointer, ckpt):
     ---------
     checkpointer : speechbrain.utils.checkpoints.Checkpointer
     ckpt : speechbrain.utils.checkpoints.Checkpoint
+    skip : iterable of str
+        Recoverables not checked (training-only state that is not loaded).
 
     Raises
     ------
@@ -176,7 +178,7 @@ def check_checkpoint_fits(checkpointer, ckpt):
     """
     for name, obj in checkpointer.recoverables.items():
         path = os.path.join(str(ckpt.path), f"{name}.ckpt")
-        if not isinstance(obj, nn.Module) or not os.path.isfile(path):
+        if name in skip or not isinstance(obj, nn.Module) or not os.path.isfile(path):
             continue
         state = _load_weights(path)
         if not isinstance(state, dict):
@@ -203,6 +205,13 @@ def check_checkpoint_fits(checkpointer, ckpt):
             "it with the run's settings (its hyperparams.yaml: --channels, --emb_dim, "
             "...)"
         )
+
+
+def training_only(brain):
+    """Recoverables that inference neither checks nor loads: training-only state
+    (e.g. the SSPS queues, sized by the train list at fit start), as named by the
+    Brain's ``training_only_recoverables()``."""
+    return set(getattr(brain, "training_only_recoverables", lambda: ())())
 
 
 def load_model(
@@ -243,22 +252,36 @@ def load_model(
             f"{len(ckpts)} checkpoint(s) kept (train with --keep_checkpoints={k})"
         )
     chosen = ckpts[:k]
+    skip = training_only(brain)
     for ckpt in chosen:
-        check_checkpoint_fits(checkpointer, ckpt)
-    # Loads every recoverable (modules, counters, brain state) of the first one.
-    with _refuse_pickled_code(chosen[0].path):
-        try:
-            checkpointer.load_checkpoint(chosen[0])
-        except (RuntimeError, KeyError, ValueError, EOFError, OSError) as err:
-            detail = " ".join(str(err).split())[:200]
-            raise SSLSVError(
-                f"{chosen[0].path}: cannot load ({type(err).__name__}: {detail}); the "
-                "checkpoint is corrupt or from another configuration"
-            ) from None
+        check_checkpoint_fits(checkpointer, ckpt, skip)
+    # Loads every other recoverable (modules, counters, brain state) of the first one.
+    held = {
+        n: checkpointer.recoverables.pop(n)
+        for n in skip
+        if n in checkpointer.recoverables
+    }
+    try:
+        with _refuse_pickled_code(chosen[0].path):
+            try:
+                checkpointer.load_checkpoint(chosen[0])
+            except (RuntimeError, KeyError, ValueError, EOFError, OSError) as err:
+                detail = " ".join(str(err).split())[:200]
+                raise SSLSVError(
+                    f"{chosen[0].path}: cannot load ({type(err).__name__}: "
+                    f"{detail}); the checkpoint is corrupt or from another "
+                    "configuration"
+                ) from None
+    finally:
+        checkpointer.recoverables.update(held)
     if k > 1:
         for name, obj in checkpointer.recoverables.items():
-            if isinstance(obj, nn.Module) and all(
-                os.path.isfile(os.path.join(c.path, f"{name}.ckpt")) for c in chosen
+            if (
+                name not in skip
+                and isinstance(obj, nn.Module)
+                and all(
+                    os.path.isfile(os.path.join(c.path, f"{name}.ckpt")) for c in chosen
+                )
             ):
                 state = average_checkpoints(
                     chosen, name, parameter_loader=_load_weights

@@ -180,6 +180,19 @@ class SSPSMixin:
             )
         return F.normalize(ref.float(), dim=-1)
 
+    def training_only_recoverables(self):
+        """Checkpointer names of the SSPS module: state that only training reads.
+
+        Its reference queue is sized by the train list at fit start, so a Brain
+        built for evaluation (``evaluate.py``, ``pseudo_labels.py``, export) could
+        not load it, and does not need it (:func:`sslsv_sb.export.load_model` skips
+        these names).
+        """
+        ssps, ckpt = self.ssps, self.checkpointer
+        if ssps is None or ckpt is None:
+            return []
+        return [n for n, obj in ckpt.recoverables.items() if unwrap(obj) is ssps]
+
     # ------------------------------------------------------------------ per step
     def ssps_replace(self, batch, positives, stage=sb.Stage.TRAIN):
         """Replace positives by pseudo-positives (identity when SSPS is off).

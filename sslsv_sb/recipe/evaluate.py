@@ -22,7 +22,7 @@ from sslsv_sb.evaluation.verification import (
     format_table,
     run_verification,
 )
-from sslsv_sb.export import check_checkpoint_fits, find_checkpoints
+from sslsv_sb.export import check_checkpoint_fits, find_checkpoints, training_only
 from sslsv_sb.recipe.cli import split_flags
 from sslsv_sb.recipe.hparams import load_hparams
 from sslsv_sb.recipe.models import build_run_brain, load_trained, run_meta
@@ -102,7 +102,7 @@ def check_checkpoints(brain, hparams, opts, hparams_file=None, overrides=None):
             continue
         seen.add(str(c.path))
         try:
-            check_checkpoint_fits(ckpt, c)
+            check_checkpoint_fits(ckpt, c, training_only(brain))
         except SSLSVError as err:
             record = os.path.join(str(hparams["output_folder"]), RUN_HPARAMS)
             if hparams_file is None or not os.path.isfile(record):

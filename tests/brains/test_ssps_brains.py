@@ -409,3 +409,15 @@ def test_recipe_ssps_start_and_resume_mid_ssps(tiny_corpus, tmp_path):
     assert "Going into epoch 3" in text
     lines = (out / "train_log.txt").read_text().splitlines()
     assert lines[-1].startswith("epoch: 3") and "ssps_coverage" in lines[-1]
+    # evaluate.py builds the Brain afresh (reference queue of size 1): the SSPS
+    # queues are training state and must not stop it from scoring the run
+    evaluate = os.path.join(os.path.dirname(TRAIN), "evaluate.py")
+    eval_args = [a for a in args if not a.startswith("--trial_lists=")]
+    proc = subprocess.run(
+        [sys.executable, evaluate, *eval_args, "--trial_lists=[trials.txt]"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "trials" in (out / "verification.json").read_text()
