@@ -705,8 +705,74 @@ def _seed(payload):
     return int(seeds[0]) if seeds else None
 
 
+def _same_run_key(payload):
+    """What two one-sided runs must share to be one comparison: method, encoder,
+    seed, budget and every mapped setting on both sides (paths and times excluded)."""
+    settings = tuple(
+        (s["setting"], json.dumps(s["ours"]), json.dumps(s["sslsv"]))
+        for s in payload.get("settings", [])
+    )
+    budget = json.dumps(payload.get("budget"), sort_keys=True)
+    return (payload["method"], payload["encoder"], _seed(payload), budget, settings)
+
+
+def pair_one_sided(payloads):
+    """Join one-sided runs (``--only sslsv`` / ``--only ours``) of one comparison.
+
+    A one-sided payload is joined to the first unused one-sided payload of the other
+    toolkit with the same :func:`_same_run_key`; the joined payload keeps both
+    report rows and both run records (``run_sides``). Everything else passes
+    through unchanged, in order.
+
+    Example
+    -------
+    >>> base = {"method": "dino", "encoder": "ecapa", "budget": {"steps": 880},
+    ...         "settings": [{"setting": "lr", "ours": 0.001, "sslsv": 0.001}]}
+    >>> a = base | {"run": {"seed": 1}, "report": [{"toolkit": "sslsv"}]}
+    >>> b = base | {"run": {"seed": 1}, "report": [{"toolkit": "ours"}]}
+    >>> c = base | {"run": {"seed": 2}, "report": [{"toolkit": "ours"}]}
+    >>> [[r["toolkit"] for r in p["report"]] for p in pair_one_sided([a, b, c])]
+    [['sslsv', 'ours'], ['ours']]
+    """
+    out, used = [], set()
+    for i, p in enumerate(payloads):
+        if i in used:
+            continue
+        sides = [r["toolkit"] for r in p.get("report", [])]
+        if len(sides) == 1:
+            for j in range(i + 1, len(payloads)):
+                q = payloads[j]
+                other = [r["toolkit"] for r in q.get("report", [])]
+                if (
+                    j not in used
+                    and len(other) == 1
+                    and other != sides
+                    and _same_run_key(q) == _same_run_key(p)
+                ):
+                    used.add(j)
+                    first, second = (p, q) if sides == ["sslsv"] else (q, p)
+                    p = dict(p)
+                    p["report"] = first["report"] + second["report"]
+                    p["run_sides"] = {
+                        "sslsv": first.get("run") or {},
+                        "ours": second.get("run") or {},
+                    }
+                    break
+        out.append(p)
+    return out
+
+
+def _where(run):
+    return ", ".join(
+        str(x) for x in (run.get("started"), (run.get("commit") or "")[:7]) if x
+    )
+
+
 def markdown_table(payloads):
     """Markdown table of ``comparison.json`` payloads, one line per comparison.
+
+    One-sided runs of the same comparison are first joined
+    (:func:`pair_one_sided`); their ``run`` cell names both runs.
 
     Example
     -------
@@ -726,7 +792,7 @@ def markdown_table(payloads):
         "| run |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for p in payloads:
+    for p in pair_one_sided(payloads):
         rows = {r["toolkit"]: r for r in p.get("report", [])}
         s, o = rows.get("sslsv"), rows.get("ours")
 
@@ -752,10 +818,12 @@ def markdown_table(payloads):
 
         ratio = f"{o['trained_eer'] / s['trained_eer']:.2f}" if s and o else "-"
         steps = (o or s or {}).get("steps", "-")
-        run = p.get("run") or {}
-        where = ", ".join(
-            str(x) for x in (run.get("started"), (run.get("commit") or "")[:7]) if x
-        )
+        if "run_sides" in p:
+            where = "; ".join(
+                f"{side}: {_where(run) or '-'}" for side, run in p["run_sides"].items()
+            )
+        else:
+            where = _where(p.get("run") or {})
         lines.append(
             f"| {p['method']} | {p['encoder']} | {_seed(p)} | {steps} | {eers(s)} "
             f"| {eers(o)} | {ratio} | {learns(s)} / {learns(o)} "

@@ -693,6 +693,46 @@ def test_table_renders_saved_comparisons_without_training(tmp_path, capsys):
     assert rows[0][2] == "3" and rows[0][-1] == "2026-12-07T08:00:00, abcdef0 |"
 
 
+def test_table_joins_one_sided_runs_of_the_same_comparison(tmp_path):
+    """`--only sslsv` and `--only ours` runs with every mapped setting equal become
+    one row with a ratio; a run whose settings differ stays on its own row."""
+    settings = [{"setting": "lr", "ours": 0.001, "sslsv": 0.001}]
+    budget = {"steps": 880}
+
+    def one(name, side, eer, lr=0.001, seed=1717):
+        payload = {
+            "method": "dino",
+            "encoder": "ecapa",
+            "budget": budget,
+            "settings": [dict(settings[0], ours=lr, sslsv=lr)],
+            "report": [_side(side, 27.0, eer)],
+            "run": {
+                "started": f"2026-12-07T1{name}",
+                "commit": f"{name}" * 8,
+                "seed": seed,
+            },
+        }
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(payload))
+        return str(path)
+
+    files = [
+        one("2", "ours", 20.0, lr=0.1),  # other settings: not joined
+        one("4", "sslsv", 12.0, seed=2),  # other seed: not joined
+        one("1", "ours", 15.0),
+        one("3", "sslsv", 12.0),
+    ]
+    payloads = [json.loads(Path(f).read_text()) for f in files]
+    rows = [line.split(" | ") for line in compare.markdown_table(payloads).splitlines()]
+    rows = rows[2:]
+    assert len(rows) == 3
+    assert [r[6] for r in rows] == ["-", "-", "1.25"]  # ours / sslsv trained EER
+    assert rows[2][4].startswith("27.00 -> 12.00")  # sslsv's side
+    assert rows[2][5].startswith("27.00 -> 15.00")  # ours
+    both = "sslsv: 2026-12-07T13, 3333333; ours: 2026-12-07T11, 1111111 |"
+    assert rows[2][-1] == both
+
+
 def test_method_still_required_to_train():
     with pytest.raises(SystemExit) as err:
         compare.parse_args(["--steps", "2"])
